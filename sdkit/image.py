@@ -1,0 +1,91 @@
+"""Images as a typed batch: a float tensor ``[b, 3, h, w]`` in [0, 1], convertible to and from PIL.
+
+Every PIL mode a user may hold (RGBA, palette, 16-bit grayscale, EXIF-rotated JPEG) is converted to RGB here,
+once, so no other code guesses at pixel formats.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from PIL import Image as PILImage
+from PIL import ImageOps
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Image:
+    """A batch of RGB images with values in [0, 1]."""
+
+    tensor: Float[Tensor, "b 3 h w"]
+
+    def __post_init__(self) -> None:
+        t = self.tensor
+        if not isinstance(t, Tensor) or t.ndim != 4 or t.shape[1] != 3:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(
+                f"Image.tensor must be [b, 3, h, w] RGB in [0, 1], got {shape}"
+                + (" (latents where pixels belong?)" if isinstance(t, Tensor) and t.ndim == 4 and t.shape[1] == 4 else "")
+            )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)"""
+        return int(self.tensor.shape[3]), int(self.tensor.shape[2])
+
+    @staticmethod
+    def from_pil(images: PILImage.Image | Sequence[PILImage.Image]) -> Image:
+        if isinstance(images, PILImage.Image):
+            images = [images]
+        arrays = [to_rgb_array(im) for im in images]
+        sizes = {a.shape for a in arrays}
+        if len(sizes) != 1:
+            raise ValueError(f"images of a batch must share one size, got {sorted(sizes)}")
+        return Image(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous())
+
+    def to_pil(self) -> list[PILImage.Image]:
+        arr = (self.tensor.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+        return [PILImage.fromarray(a.permute(1, 2, 0).numpy()) for a in arr]
+
+    def to_signed(self) -> Float[Tensor, "b 3 h w"]:
+        """Pixels in [-1, 1], as VAEs take them."""
+        return self.tensor * 2 - 1
+
+    @staticmethod
+    def from_signed(x: Float[Tensor, "b 3 h w"]) -> Image:
+        return Image((x / 2 + 0.5).clamp(0, 1))
+
+    def _repr_png_(self) -> bytes:
+        pics = self.to_pil()
+        w, h = pics[0].size
+        sheet = PILImage.new("RGB", (w * len(pics), h))
+        for k, p in enumerate(pics):
+            sheet.paste(p, (k * w, 0))
+        if h < 128:
+            s = 128 // h
+            sheet = sheet.resize((sheet.width * s, sheet.height * s), PILImage.NEAREST)
+        buf = io.BytesIO()
+        sheet.save(buf, format="PNG")
+        return buf.getvalue()
+
+
+def to_rgb_array(image: PILImage.Image) -> np.ndarray:
+    """float32 ``[h, w, 3]`` in [0, 1] from any PIL image (orientation, alpha, palette and bit depth handled)."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(image, dtype=np.float32)
+        a = a / (65535.0 if a.max() > 255 else 255.0)
+        return np.repeat(a[:, :, None], 3, axis=2).clip(0, 1)
+    if image.mode == "F":
+        a = np.asarray(image, dtype=np.float32)
+        return np.repeat(a[:, :, None], 3, axis=2).clip(0, 1)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = PILImage.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

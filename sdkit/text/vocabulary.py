@@ -1,0 +1,60 @@
+"""The exact CLIP BPE vocabulary, built offline from the file that the open-clip-torch package ships.
+
+The file ``bpe_simple_vocab_16e6.txt.gz`` lists CLIP's BPE merges; the token ids follow from it by CLIP's
+published construction (256 byte symbols, the same with ``</w>``, one token per merge, then
+``<|startoftext|>`` = 49406 and ``<|endoftext|>`` = 49407), which gives the ids of every SD tokenizer.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from typing import Any
+
+NUM_MERGES = 49152 - 256 - 2  # CLIP uses the first 48894 merges of the file
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+# Padding token per family: SD1's tokenizer pads with <|endoftext|> (49407); SD2/SDXL's OpenCLIP one with "!" (0).
+PAD_TOKENS = {"sd1": EOS, "sd2": "!", "sdxl": EOS, "sdxl_g": "!", "shapes": EOS}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable-unicode map (a published part of the BPE format)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+@lru_cache(maxsize=1)
+def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """``(token -> id, merges)`` of the CLIP tokenizer, 49408 tokens."""
+    from open_clip.tokenizer import default_bpe
+
+    with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
+    symbols = list(_bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [BOS, EOS]
+    return {t: i for i, t in enumerate(tokens)}, merges  # type: ignore[return-value]
+
+
+def hf_clip_tokenizer(pad_token: str = EOS, model_max_length: int = 77) -> Any:
+    """A transformers ``CLIPTokenizer`` with the exact SD vocabulary, built without any download."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocabulary()
+    return CLIPTokenizer(
+        vocab=dict(vocab),
+        merges=list(merges),
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=pad_token,
+        model_max_length=model_max_length,
+    )
