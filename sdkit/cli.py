@@ -1,0 +1,90 @@
+"""The command line: ``sdkit generate PROMPT ... -o out.png`` and ``sdkit info out.png``.
+
+Bad arguments end the program with one line naming the parameter (exit status 2), before anything is loaded
+or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = "shapes"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdkit", description="A modular Stable Diffusion toolkit.")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate an image from a prompt")
+    g.add_argument("prompt")
+    g.add_argument("--negative", "-n", default="", help="negative prompt")
+    g.add_argument("--model", "-m", default=DEFAULT_MODEL, help="'shapes', a diffusers folder, a file or a hub id")
+    g.add_argument("--seed", type=int, default=-1, help="seed in [0, 2^64), or -1 for a random one")
+    g.add_argument("--steps", type=int, default=None)
+    g.add_argument("--sampler", default=None, help="e.g. euler, 'Euler a', 'DPM++ 2M Karras'")
+    g.add_argument("--schedule", default=None, help="e.g. normal, karras, exponential")
+    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale")
+    g.add_argument("--width", type=int, default=None)
+    g.add_argument("--height", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .ckpt files (weights only)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    g.add_argument("--output", "-o", default="out.png", help="output PNG (index added for batches)")
+    i = sub.add_parser("info", help="print the generation parameters stored in a PNG")
+    i.add_argument("image")
+    return p
+
+
+def _outputs(path: Path, n: int) -> list[Path]:
+    return [path] if n == 1 else [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import sdkit
+
+    outputs = _outputs(Path(args.output), args.batch_size)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for out in outputs:
+        if out.suffix.lower() != ".png":
+            raise ValueError(f"--output must end in .png, got {out}")
+        if out.exists() and not args.overwrite:
+            raise ValueError(f"--output {out} exists; pass --overwrite to replace it")
+        if not out.parent.is_dir():
+            raise ValueError(f"--output folder {out.parent} does not exist")
+    kit = sdkit.load(args.model, allow_pickle=args.allow_pickle)
+    kwargs = dict(
+        seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, schedule=args.schedule,
+        width=args.width, height=args.height, batch_size=args.batch_size,
+    )
+    kit.parameters(args.prompt, args.negative, **kwargs)  # validate everything before the slow part
+    result = kit.generate(args.prompt, args.negative, progress=True, **kwargs)
+    for k, out in enumerate(outputs):
+        result.save(str(out), index=k, overwrite=args.overwrite)
+        print(out)
+    print(f"seed {result.seed}", file=sys.stderr)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from sdkit.loading import read_png_parameters
+
+    path = Path(args.image)
+    if not path.is_file():
+        raise ValueError(f"image: {path} does not exist")
+    print(read_png_parameters(path))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _generate(args) if args.command == "generate" else _info(args)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, NotImplementedError) as e:
+        print(f"sdkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""``Kit``: a loaded model's objects side by side, and ``Kit.generate``, the convenience over the recipes.
+
+Every attribute is a plain sdkit object a notebook can use or swap on its own (``kit.vae = sdkit.load_vae(...)``,
+``kit.denoiser``, ``kit.prompts``); ``generate`` validates its arguments, then composes them through
+``sdkit.recipes``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL.Image import Image as PILImage
+from torch import Tensor
+
+from sdkit.denoisers import DiscreteDenoiser, DiscreteSchedule, alphas_cumprod_from_betas
+from sdkit.families import FamilyDefaults, defaults_for
+from sdkit.metadata import GenerationParameters
+from sdkit.noise import check_seed, resolve_seed
+from sdkit.types import Sampler, Step
+from sdkit.unet import UNetPredictor
+from sdkit.vae import VAE
+
+MAX_PIXELS = 4096 * 4096
+
+
+@dataclass
+class Generation:
+    """What ``Kit.generate`` returns: PIL images, the seed actually used, the infotext and the trace."""
+
+    images: list[PILImage]
+    seed: int
+    infotext: str
+    parameters: GenerationParameters
+    latents: Any = None
+    trace: list[Step] | None = None
+
+    def save(self, path: str, *, index: int = 0, overwrite: bool = False) -> str:
+        from sdkit.loading import save_png
+
+        return str(save_png(self.images[index], path, self.infotext, overwrite=overwrite))
+
+    def _repr_png_(self) -> bytes:
+        from sdkit.image import Image
+
+        return Image.from_pil(self.images)._repr_png_()
+
+
+def _positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_size(name: str, value: Any, factor: int) -> int:
+    _positive_int(name, value)
+    if value % factor:
+        raise ValueError(f"{name} must be a multiple of {factor}, got {value}")
+    return int(value)
+
+
+@dataclass
+class Kit:
+    """A model's components: ``prompts`` (text), ``denoiser`` (UNet in sigma space), ``vae``, and defaults."""
+
+    family: str
+    name: str
+    prompts: Any
+    denoiser: DiscreteDenoiser
+    vae: VAE
+    defaults: FamilyDefaults
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_components(
+        cls,
+        parts: dict[str, Any],
+        *,
+        family: str,
+        name: str,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Kit:
+        from sdkit.text import PromptEncoder
+
+        device = torch.device(device or "cpu")
+        dtype = dtype or torch.float32
+        for module in parts.values():
+            if isinstance(module, torch.nn.Module):
+                module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        sc = parts.get("scheduler_config") or dict(parts["scheduler"].config)
+        schedule = DiscreteSchedule(
+            alphas_cumprod_from_betas(
+                sc.get("num_train_timesteps", 1000),
+                sc.get("beta_start", 0.00085),
+                sc.get("beta_end", 0.012),
+                sc.get("beta_schedule", "scaled_linear"),
+            )
+        )
+        prediction = sc.get("prediction_type", "epsilon")
+        denoiser = DiscreteDenoiser(UNetPredictor(parts["unet"]), schedule, prediction)
+        prompts = PromptEncoder.for_family(
+            family,
+            [parts[k] for k in ("tokenizer", "tokenizer_2") if k in parts],
+            [parts[k] for k in ("text_encoder", "text_encoder_2") if k in parts],
+            zero_empty_negative=family == "sdxl" and bool(parts.get("index", {}).get("force_zeros_for_empty_prompt")),
+        )
+        defaults = defaults_for(family, v_prediction=prediction == "v_prediction")
+        extra_cfg = parts.get("sdkit", {})
+        if family == "shapes":
+            defaults = FamilyDefaults(
+                "shapes",
+                extra_cfg.get("default_size", defaults.width),
+                extra_cfg.get("default_size", defaults.height),
+                extra_cfg.get("default_steps", defaults.steps),
+                extra_cfg.get("default_cfg", defaults.cfg),
+                defaults.sampler,
+                defaults.schedule,
+                defaults.description,
+            )
+        extras = {k: v for k, v in parts.items() if k.startswith("controlnet")}
+        vae = VAE.from_diffusers(parts["vae"], family)
+        return cls(family, name, prompts, denoiser, vae, defaults, device, dtype, extras)
+
+    # ------------------------------------------------------------------------------------- generating
+    def parameters(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        *,
+        seed: int = -1,
+        steps: int | None = None,
+        cfg: float | None = None,
+        sampler: str | Sampler | None = None,
+        schedule: str | Tensor | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        batch_size: int = 1,
+        model: str | None = None,
+    ) -> tuple[GenerationParameters, Sampler | str, Tensor]:
+        """Validate and complete the arguments of ``generate``; returns the parameters, sampler and sigmas."""
+        from sdkit.samplers import SAMPLERS
+        from sdkit.samplers.names import resolve
+        from sdkit.schedules import make_sigmas
+
+        d = self.defaults
+        for pname, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if not isinstance(text, str):
+                raise TypeError(f"{pname} must be a str, got {type(text).__name__}")
+        check_seed(seed)
+        steps = _positive_int("steps", d.steps if steps is None else steps)
+        cfg = d.cfg if cfg is None else cfg
+        if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg):
+            raise ValueError(f"cfg must be a finite number, got {cfg!r}")
+        width = _check_size("width", d.width if width is None else width, self.vae.space.factor)
+        height = _check_size("height", d.height if height is None else height, self.vae.space.factor)
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"width x height must be at most {MAX_PIXELS} pixels, got {width}x{height}")
+        batch_size = _positive_int("batch_size", batch_size)
+        sampler = d.sampler if sampler is None else sampler
+        schedule_name = d.schedule if schedule is None else schedule
+        if isinstance(sampler, str):
+            if sampler in SAMPLERS:
+                sampler_name = sampler
+            else:
+                sampler_name, implied = resolve(sampler)
+                if schedule is None and implied:
+                    schedule_name = implied
+            sampler_fn: Sampler | str = sampler_name
+        elif callable(sampler):
+            sampler_name, sampler_fn = getattr(sampler, "__name__", "custom"), sampler
+        else:
+            raise TypeError(f"sampler must be a name or a sampler function, got {type(sampler).__name__}")
+        sigmas = make_sigmas(schedule_name, steps, self.denoiser.schedule, family=self.family)
+        custom = isinstance(schedule_name, Tensor)
+        if custom:
+            steps = int(sigmas.shape[0]) - 1
+        params = GenerationParameters(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            sampler=sampler_name,
+            schedule="custom" if custom else str(schedule_name),
+            cfg=float(cfg),
+            seed=resolve_seed(seed),
+            width=width,
+            height=height,
+            model=self.name,
+            batch_size=batch_size,
+            sigmas=tuple(float(s) for s in sigmas) if custom else None,
+        )
+        return params, sampler_fn, sigmas
+
+    def generate(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        *,
+        seed: int = -1,
+        steps: int | None = None,
+        cfg: float | None = None,
+        sampler: str | Sampler | None = None,
+        schedule: str | Tensor | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        batch_size: int = 1,
+        init_image: Any = None,
+        strength: float | None = None,
+        mask: Any = None,
+        control: Any = None,
+        trace: bool = False,
+        model: str | None = None,
+        progress: bool = False,
+    ) -> Generation:
+        """Text to image with this model; parameters left out take the family's defaults."""
+        from sdkit.recipes import txt2img
+
+        for pname, value in (("init_image", init_image), ("strength", strength), ("mask", mask), ("control", control)):
+            if value is not None:
+                raise NotImplementedError(f"{pname}: image conditioning is not available in this version of sdkit")
+        if model is not None and model != self.name:
+            import warnings
+
+            warnings.warn(f"parameters were made with model {model!r}; generating with {self.name!r}", stacklevel=2)
+        params, sampler_fn, sigmas = self.parameters(
+            prompt, negative_prompt, seed=seed, steps=steps, cfg=cfg, sampler=sampler, schedule=schedule,
+            width=width, height=height, batch_size=batch_size,
+        )
+        cond, uncond = self.prompts.encode_pair(params.prompt, params.negative_prompt)
+        steps_taken: list[Step] = []
+        bar = _progress_bar(params.steps) if progress else None
+
+        def on_step(step: Step) -> None:
+            if trace:
+                steps_taken.append(_to_cpu(step))
+            if bar is not None:
+                bar.update(1)
+
+        with torch.no_grad():
+            latents = txt2img(
+                self.denoiser, self.vae.space, cond.to(self.device, self.dtype), uncond.to(self.device, self.dtype),
+                sigmas=sigmas, sampler=sampler_fn, cfg_scale=params.cfg, seed=params.seed,
+                width=params.width, height=params.height, batch_size=params.batch_size,
+                device=self.device, dtype=self.dtype, on_step=on_step,
+            )
+            image = self.vae.decode(latents)
+        if bar is not None:
+            bar.close()
+        return Generation(
+            images=image.to_pil(),
+            seed=params.seed,
+            infotext=params.infotext(),
+            parameters=params,
+            latents=latents,
+            trace=steps_taken if trace else None,
+        )
+
+
+def _to_cpu(step: Step) -> Step:
+    return Step(step.i, step.sigma, step.sigma_next, step.x.cpu(), step.denoised.cpu(), step.x_next.cpu())
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sampling", unit="step", leave=False)

@@ -1,0 +1,126 @@
+"""Generation parameters and their A1111-compatible PNG "parameters" text (infotext).
+
+Format (as A1111 writes it)::
+
+    a red circle
+    Negative prompt: blurry
+    Steps: 20, Sampler: Euler, Schedule type: Automatic, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: shapes
+
+``read(path)`` returns keyword arguments for ``Kit.generate``, so an image regenerates from its own file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+NEGATIVE = "Negative prompt: "
+_FIELD = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+@dataclass(frozen=True)
+class GenerationParameters:
+    """Everything needed to reproduce an image (sampler/schedule as sdkit names; sigmas when custom)."""
+
+    prompt: str
+    negative_prompt: str
+    steps: int
+    sampler: str
+    schedule: str
+    cfg: float
+    seed: int
+    width: int
+    height: int
+    model: str
+    batch_size: int = 1
+    sigmas: tuple[float, ...] | None = None
+
+    def infotext(self) -> str:
+        from sdkit.samplers.names import display_name
+
+        sampler_display, schedule_display = display_name(self.sampler, self.schedule)
+        fields = [
+            ("Steps", str(self.steps)),
+            ("Sampler", sampler_display),
+            ("Schedule type", schedule_display),
+            ("CFG scale", f"{self.cfg:g}"),
+            ("Seed", str(self.seed)),
+            ("Size", f"{self.width}x{self.height}"),
+            ("Model", self.model),
+        ]
+        if self.batch_size > 1:
+            fields.append(("Batch size", str(self.batch_size)))
+        if self.sigmas is not None:
+            fields.append(("Sigmas", " ".join(repr(float(s)) for s in self.sigmas)))
+        lines = [self.prompt]
+        if self.negative_prompt:
+            lines.append(NEGATIVE + self.negative_prompt)
+        lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields))
+        return "\n".join(lines)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``Kit.generate`` that reproduce this image."""
+        d = asdict(self)
+        sigmas = d.pop("sigmas")
+        if sigmas is not None:
+            import torch
+
+            d["schedule"] = torch.tensor(sigmas, dtype=torch.float32)
+        return d
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' if ("," in value or '"' in value) else value
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def parse(text: str) -> GenerationParameters:
+    """Parse infotext written by sdkit (or A1111, for the fields both share)."""
+    from sdkit.samplers.names import resolve
+
+    lines = text.strip().split("\n")
+    if not lines or ":" not in lines[-1]:
+        raise ValueError("infotext: the last line must hold the 'Steps: ..., Seed: ...' fields")
+    fields = {m.group(1).strip(): _unquote(m.group(2)) for m in _FIELD.finditer(lines[-1]) if m.group(1).strip()}
+    prompt_lines, negative_lines, in_negative = [], [], False
+    for line in lines[:-1]:
+        if line.startswith(NEGATIVE):
+            in_negative = True
+            line = line[len(NEGATIVE) :]
+        (negative_lines if in_negative else prompt_lines).append(line)
+    missing = [k for k in ("Steps", "Sampler", "CFG scale", "Seed", "Size") if k not in fields]
+    if missing:
+        raise ValueError(f"infotext: missing fields {missing}")
+    schedule_display = fields.get("Schedule type", "")
+    sampler, schedule = resolve(fields["Sampler"] + (f" {schedule_display}" if schedule_display else ""))
+    width, height = (int(v) for v in fields["Size"].split("x"))
+    sigmas = tuple(float(s) for s in fields["Sigmas"].split()) if "Sigmas" in fields else None
+    return GenerationParameters(
+        prompt="\n".join(prompt_lines),
+        negative_prompt="\n".join(negative_lines),
+        steps=int(fields["Steps"]),
+        sampler=sampler,
+        schedule="custom" if sigmas is not None else schedule,
+        cfg=float(fields["CFG scale"]),
+        seed=int(fields["Seed"]),
+        width=width,
+        height=height,
+        model=fields.get("Model", ""),
+        batch_size=int(fields.get("Batch size", 1)),
+        sigmas=sigmas,
+    )
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """``Kit.generate`` keyword arguments stored in an image written by sdkit."""
+    from sdkit.loading import read_png_parameters
+
+    return parse(read_png_parameters(path)).generate_kwargs()

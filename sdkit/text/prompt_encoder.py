@@ -1,0 +1,122 @@
+"""A model family's text side in one object: its tokenizers and encoders -> ``TextConditioning``.
+
+SD1 and SD2 have one tokenizer and one encoder. SDXL has two of each: the per-token embeddings of both are
+concatenated along the features (768 + 1280 = 2048) and the pooled embedding comes from the second.
+Prompt and negative prompt are padded to the same number of chunks so that CFG can batch them.
+
+Encodings are cached per session (an LRU keyed by prompt text and chunk count), so re-running a cell with
+the same prompt does not run the encoder again. Call ``clear_cache()`` after changing the encoders' weights
+(e.g. loading a LoRA). Cached results are shared: do not modify their tensors in place.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from sdkit.text.encoder import ClipTextEncoder
+from sdkit.text.prompt_syntax import prompt_schedule
+from sdkit.text.tokenizer import ClipTokenizer, pad_chunks
+from sdkit.types import TextConditioning, Tokens
+
+
+class PromptEncoder:
+    """``prompt -> TextConditioning`` for one model family (``"sd1"``, ``"sd2"``, ``"sdxl"``, ...).
+
+    ``zero_empty_negative``: an empty negative prompt gives all-zero embeddings and pooled instead of the
+    encoding of ``""`` (diffusers' SDXL ``force_zeros_for_empty_prompt``).
+    """
+
+    def __init__(
+        self,
+        family: str,
+        tokenizers: list[ClipTokenizer],
+        encoders: list[ClipTextEncoder],
+        *,
+        zero_empty_negative: bool = False,
+        cache_size: int = 32,
+    ) -> None:
+        if not tokenizers or len(tokenizers) != len(encoders):
+            raise ValueError(f"need one tokenizer per encoder, got {len(tokenizers)} and {len(encoders)}")
+        self.family = family
+        self.tokenizers = list(tokenizers)
+        self.encoders = list(encoders)
+        self.zero_empty_negative = zero_empty_negative
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, int], TextConditioning] = OrderedDict()
+
+    @classmethod
+    def for_family(
+        cls,
+        family: str,
+        tokenizers: list[Any],
+        text_models: list[Any],
+        *,
+        clip_skip: int | None = None,
+        zero_empty_negative: bool = False,
+    ) -> PromptEncoder:
+        """Build from a model folder's parts (HF tokenizers or ``ClipTokenizer``s, transformers text models)
+        with the family's layer convention; ``clip_skip`` has diffusers' meaning (None = the default)."""
+        toks = [t if isinstance(t, ClipTokenizer) else ClipTokenizer.from_hf(t, family) for t in tokenizers]
+        if family == "sdxl":
+            layer = "penultimate" if clip_skip is None else clip_skip + 1
+            encs = [ClipTextEncoder(m, layer, final_layer_norm=False) for m in text_models]
+        else:
+            encs = [ClipTextEncoder(m, "last" if clip_skip is None else clip_skip) for m in text_models]
+        return cls(family, toks, encs, zero_empty_negative=zero_empty_negative)
+
+    def __repr__(self) -> str:
+        return f"PromptEncoder({self.family!r}, encoders={self.encoders}, cached={len(self._cache)})"
+
+    def tokenize(self, prompt: str) -> Tokens:
+        """The first tokenizer's ``Tokens`` (all of a family's tokenizers split a prompt the same way)."""
+        return self.tokenizers[0](prompt)
+
+    def chunks(self, prompt: str) -> int:
+        """How many 77-token chunks ``prompt`` needs."""
+        return max(t(prompt).chunks for t in self.tokenizers)
+
+    def encode(self, prompt: str, chunks: int | None = None) -> TextConditioning:
+        """``prompt`` -> embeds ``[1, chunks * 77, d]`` (and pooled ``[1, p]`` for SDXL), padded with empty
+        chunks up to ``chunks`` when given."""
+        tokens = [t(prompt) for t in self.tokenizers]
+        n = max([tk.chunks for tk in tokens] + [chunks or 1])
+        key = (prompt, n)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        parts = [enc(pad_chunks(tk, n)) for tk, enc in zip(tokens, self.encoders, strict=True)]
+        pooled = [p.pooled for p in parts if p.pooled is not None]
+        cond = TextConditioning(
+            torch.cat([p.embeds for p in parts], dim=-1),  # SDXL: [1, t, 768] + [1, t, 1280] -> [1, t, 2048]
+            pooled[-1] if pooled else None,  # diffusers: the pooled output of the last encoder that has one
+        )
+        self._cache[key] = cond
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return cond
+
+    def encode_pair(
+        self, prompt: str, negative_prompt: str = ""
+    ) -> tuple[TextConditioning, TextConditioning]:
+        """``(cond, uncond)`` with the same number of chunks, ready for ``TextConditioning.cat``."""
+        n = max(self.chunks(prompt), self.chunks(negative_prompt))
+        cond = self.encode(prompt, n)
+        if self.zero_empty_negative and negative_prompt == "":
+            pooled = None if cond.pooled is None else torch.zeros_like(cond.pooled)
+            return cond, TextConditioning(torch.zeros_like(cond.embeds), pooled)
+        return cond, self.encode(negative_prompt, n)
+
+    def encode_schedule(
+        self, prompt: str, steps: int, chunks: int | None = None
+    ) -> list[tuple[int, TextConditioning]]:
+        """Prompt editing (``[a:b:0.5]``): ``[(end_step, cond), ...]``, every entry with the same chunk
+        count; pick the entry for a step with ``prompt_syntax.schedule_at``."""
+        schedule = prompt_schedule(prompt, steps)
+        n = max([self.chunks(text) for _, text in schedule] + [chunks or 1])
+        return [(end, self.encode(text, n)) for end, text in schedule]
+
+    def clear_cache(self) -> None:
+        self._cache.clear()

@@ -1,0 +1,232 @@
+"""CLIP tokenizer: prompt -> ``Tokens`` in 77-token chunks, with the exact ids of the real SD tokenizers.
+
+A prompt is first split into weighted spans (``prompt_syntax.parse_weights``: ``(cat:1.3)``, ``BREAK``),
+each span is BPE-tokenized, and the tokens are laid out in chunks of 75, each wrapped as
+``BOS + 75 tokens + EOS + padding`` = 77 ids, which is what the text encoder sees at once. Longer prompts
+get more chunks (encoded separately and concatenated, as in A1111); nothing is ever dropped.
+
+Chunking convention: a chunk is full after 75 tokens, and ``BREAK`` always closes the current chunk (even
+an empty one, as A1111 does). A1111 also, by default, moves the last up to 20 tokens after a comma to the
+next chunk so that a phrase is not cut in two; sdkit does not do that: the split is at exactly 75 tokens.
+
+Padding differs by family: SD1's tokenizer pads with ``<|endoftext|>`` (49407), SD2's and SDXL's second
+(OpenCLIP) tokenizer with ``!`` (id 0). The ids come from the real vocabulary, built offline
+(``sdkit.text.vocabulary``); ``ClipTokenizer.from_hf`` wraps the tokenizer that a model folder brings.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from sdkit.text.prompt_syntax import parse_weights
+from sdkit.types import Tokens
+
+CHUNK_TOKENS = 75  # prompt tokens per chunk; +BOS +EOS = CLIP's 77 positions
+
+
+class ClipTokenizer:
+    """Prompt -> ``Tokens``: ids ``[chunks, 77]``, per-token weights, token strings and word indices.
+
+    ``pieces`` are the raw vocabulary strings (``'cat</w>'``: ``</w>`` ends a word; ``'photo'`` +
+    ``'realistic</w>'`` is one word in two tokens). A *word* is one piece of CLIP's pre-tokenizer: a run of
+    letters, a single digit, or a run of punctuation; ``words`` numbers them across the whole prompt.
+    """
+
+    def __init__(self, hf_tokenizer: Any, family: str = "custom") -> None:
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError(
+                f"{type(hf_tokenizer).__name__} has no `backend_tokenizer`: pass a tokenizers-backed "
+                "CLIPTokenizer (transformers >= 5) or a CLIPTokenizerFast"
+            )
+        from tokenizers import Tokenizer
+
+        # Our own copy: the caller's tokenizer may have truncation/padding switched on by earlier calls,
+        # which would silently drop tokens; ours never truncates.
+        self._backend = Tokenizer.from_str(backend.to_str())
+        self._backend.no_truncation()
+        self._backend.no_padding()
+        self.hf = hf_tokenizer
+        self.family = family
+        length = int(getattr(hf_tokenizer, "model_max_length", 77))
+        self.length = length if length <= 4096 else 77  # unset model_max_length is a huge sentinel
+        self.chunk_tokens = self.length - 2
+        self.bos_id = int(hf_tokenizer.bos_token_id)
+        self.eos_id = int(hf_tokenizer.eos_token_id)
+        pad = hf_tokenizer.pad_token_id
+        self.pad_id = self.eos_id if pad is None else int(pad)
+        self.bos, self.eos, self.pad = (
+            self._backend.id_to_token(i) for i in (self.bos_id, self.eos_id, self.pad_id)
+        )
+
+    @classmethod
+    def from_hf(cls, hf_tokenizer: Any, family: str = "custom") -> ClipTokenizer:
+        """Wrap a transformers ``CLIPTokenizer`` (``CLIPTokenizer.from_pretrained(folder / "tokenizer")``)."""
+        return cls(hf_tokenizer, family)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClipTokenizer(family={self.family!r}, length={self.length}, pad={self.pad!r} ({self.pad_id}))"
+        )
+
+    def encode_text(self, text: str) -> tuple[list[int], list[str], list[int]]:
+        """Plain text (no weight syntax) -> ``(ids, pieces, word index per token)``, without BOS/EOS."""
+        if not text:
+            return [], [], []
+        enc = self._backend.encode(text, add_special_tokens=False)
+        words = [-1 if w is None else int(w) for w in enc.word_ids]
+        return list(enc.ids), list(enc.tokens), words
+
+    def __call__(self, prompt: str) -> Tokens:
+        chunks: list[list[tuple[int, str, int, float]]] = []  # per chunk: (id, piece, word, weight)
+        current: list[tuple[int, str, int, float]] = []
+        first_word = 0  # word numbering runs across spans
+        for span in parse_weights(prompt):
+            if span.chunk_break:
+                chunks.append(current)
+                current = []
+                continue
+            ids, pieces, words = self.encode_text(span.text)
+            for token_id, piece, word in zip(ids, pieces, words, strict=True):
+                if len(current) == self.chunk_tokens:
+                    chunks.append(current)
+                    current = []
+                current.append((token_id, piece, first_word + word, span.weight))
+            first_word += max(words, default=-1) + 1
+        if current or not chunks:
+            chunks.append(current)
+        return self._wrap(chunks, prompt)
+
+    def _wrap(self, chunks: list[list[tuple[int, str, int, float]]], text: str) -> Tokens:
+        """Each chunk -> BOS + tokens + EOS + padding (``self.length`` positions)."""
+        ids, weights, pieces, words = [], [], [], []
+        for chunk in chunks:
+            pad = self.chunk_tokens - len(chunk)
+            ids.append([self.bos_id, *(t[0] for t in chunk), self.eos_id] + [self.pad_id] * pad)
+            pieces.append((self.bos, *(t[1] for t in chunk), self.eos) + (self.pad,) * pad)
+            words.append((-1, *(t[2] for t in chunk), -1) + (-1,) * pad)
+            weights.append([1.0, *(t[3] for t in chunk), 1.0] + [1.0] * pad)
+        return Tokens(
+            ids=torch.tensor(ids, dtype=torch.long),
+            weights=torch.tensor(weights, dtype=torch.float32),
+            pieces=tuple(pieces),
+            words=tuple(words),
+            text=text,
+            pad_id=self.pad_id,
+        )
+
+
+@lru_cache(maxsize=8)
+def clip_tokenizer(family: str = "sd1") -> ClipTokenizer:
+    """The tokenizer of a model family, built offline with the exact SD vocabulary.
+
+    ``"sd1"`` pads with ``<|endoftext|>`` (49407), ``"sd2"`` with ``"!"`` (0); for SDXL, ``"sdxl"`` is the
+    first tokenizer (like SD1) and ``"sdxl_g"`` the second, OpenCLIP one (like SD2); see ``clip_tokenizers``.
+    Instances are cached and shared: treat them as read-only.
+    """
+    from sdkit.text.vocabulary import PAD_TOKENS, hf_clip_tokenizer
+
+    if family not in PAD_TOKENS:
+        raise ValueError(f"unknown tokenizer family {family!r}; expected one of {sorted(PAD_TOKENS)}")
+    return ClipTokenizer(hf_clip_tokenizer(pad_token=PAD_TOKENS[family]), family)
+
+
+def clip_tokenizers(family: str) -> list[ClipTokenizer]:
+    """All tokenizers of a family, in encoder order: two for SDXL, one otherwise."""
+    return (
+        [clip_tokenizer("sdxl"), clip_tokenizer("sdxl_g")] if family == "sdxl" else [clip_tokenizer(family)]
+    )
+
+
+# ------------------------------------------------------------------------------------------------ chunks
+def eos_positions(tokens: Tokens) -> list[int]:
+    """Position of the EOS token in each chunk: the first non-word position after BOS."""
+    if not tokens.words:
+        raise ValueError("these Tokens carry no word indices; cannot locate EOS")
+    return [next(k for k in range(1, len(w)) if w[k] < 0) for w in tokens.words]
+
+
+def attention_mask(tokens: Tokens) -> torch.Tensor:
+    """``[chunks, n]`` mask: 1 for BOS, the prompt tokens and EOS, 0 for padding (as HF tokenizers do)."""
+    positions = torch.arange(tokens.ids.shape[1])
+    return (positions[None, :] <= torch.tensor(eos_positions(tokens))[:, None]).long()
+
+
+def pad_chunks(tokens: Tokens, n: int) -> Tokens:
+    """``tokens`` with empty chunks (BOS EOS pad ...) appended up to ``n`` chunks (unchanged if it has more).
+
+    Used to give a prompt and its negative prompt the same length, so they can be batched for CFG.
+    """
+    missing = n - tokens.chunks
+    if missing <= 0:
+        return tokens
+    eos_at = eos_positions(tokens)[0]
+    row = tokens.ids[0]
+    bos_id, eos_id = int(row[0]), int(row[eos_at])
+    pad_piece = next(
+        (
+            p
+            for ids, ps in zip(tokens.ids.tolist(), tokens.pieces, strict=True)
+            for i, p in zip(ids, ps, strict=True)
+            if i == tokens.pad_id
+        ),
+        None,
+    )
+    if pad_piece is None:  # every chunk is full: look the pad token up in the vocabulary
+        from sdkit.text.vocabulary import clip_vocabulary
+
+        pad_piece = {i: t for t, i in clip_vocabulary()[0].items()}.get(tokens.pad_id, "<pad>")
+    n_pos = tokens.ids.shape[1]
+    empty_ids = torch.tensor([bos_id, eos_id] + [tokens.pad_id] * (n_pos - 2), dtype=tokens.ids.dtype)
+    empty_pieces = (tokens.pieces[0][0], tokens.pieces[0][eos_at]) + (pad_piece,) * (n_pos - 2)
+    return Tokens(
+        ids=torch.cat([tokens.ids, empty_ids.expand(missing, -1)]),
+        weights=torch.cat([tokens.weights, tokens.weights.new_ones(missing, n_pos)]),
+        pieces=tokens.pieces + (empty_pieces,) * missing,
+        words=tokens.words + ((-1,) * n_pos,) * missing,
+        text=tokens.text,
+        pad_id=tokens.pad_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- display
+def clean_piece(piece: str) -> str:
+    """A vocabulary string made readable: ``'cat</w>'`` -> ``'cat'``; byte symbols are left as they are."""
+    return piece[: -len("</w>")] if piece.endswith("</w>") else piece
+
+
+def tokens_table(tokens: Tokens, show_padding: int = 2) -> str:
+    """HTML view of ``Tokens`` for notebooks (what ``Tokens._repr_html_`` shows): one row per chunk, one
+    cell per token (piece, id, weight when not 1), cells of the same word share a colour, and padding
+    is summarised after ``show_padding`` cells."""
+    palette = ("#dbeafe", "#fde68a", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa")
+    rows = []
+    for c in range(tokens.chunks):
+        ids = tokens.ids[c].tolist()
+        weights = tokens.weights[c].tolist()
+        words = tokens.words[c] if tokens.words else (-1,) * len(ids)
+        end = eos_positions(tokens)[c] + 1 if tokens.words else len(ids)
+        cells = []
+        for k in range(min(len(ids), end + show_padding)):
+            colour = "#e5e7eb" if words[k] < 0 else palette[words[k] % len(palette)]
+            weight = "" if weights[k] == 1.0 else f"<br><b>x{weights[k]:.3g}</b>"
+            piece = html.escape(clean_piece(tokens.pieces[c][k]))
+            cells.append(
+                f'<td style="background:{colour};padding:2px 4px;text-align:center" title="position {k}, '
+                f'word {words[k]}">{piece}<br><small>{ids[k]}</small>{weight}</td>'
+            )
+        if len(ids) > end + show_padding:
+            cells.append(
+                f"<td><small>+{len(ids) - end - show_padding} padding ({tokens.pad_id})</small></td>"
+            )
+        rows.append(f"<tr><th>chunk {c}</th>{''.join(cells)}</tr>")
+    title = html.escape(tokens.text if len(tokens.text) < 200 else tokens.text[:200] + "...")
+    return (
+        f"<div><small>Tokens: {tokens.chunks} chunk(s) x {tokens.ids.shape[1]} &mdash; {title!s}</small>"
+        '<table style="border-collapse:collapse;font-family:monospace;font-size:11px">'
+        f"{''.join(rows)}</table></div>"
+    )
