@@ -40,9 +40,37 @@ def _outputs(path: Path, n: int) -> list[Path]:
     return [path] if n == 1 else [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(n)]
 
 
+def _quiet_libraries() -> None:
+    """The CLI prints its own progress bar and errors; the libraries' loading chatter is noise there."""
+    import diffusers
+    import transformers
+
+    for lib in (diffusers, transformers):
+        lib.utils.logging.set_verbosity_error()
+        lib.utils.logging.disable_progress_bar()
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Checks that need no model, so a typo fails before seconds of loading."""
+    import math
+
+    from sdkit.noise import check_seed
+
+    check_seed(args.seed)
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.cfg is not None and not math.isfinite(args.cfg):
+        raise ValueError(f"--cfg must be a finite number, got {args.cfg}")
+    for name in ("width", "height"):
+        value = getattr(args, name)
+        if value is not None and (value < 8 or value % 8):
+            raise ValueError(f"--{name} must be a positive multiple of 8, got {value}")
+
+
 def _generate(args: argparse.Namespace) -> int:
     import sdkit
 
+    _precheck(args)
     outputs = _outputs(Path(args.output), args.batch_size)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -53,6 +81,7 @@ def _generate(args: argparse.Namespace) -> int:
             raise ValueError(f"--output {out} exists; pass --overwrite to replace it")
         if not out.parent.is_dir():
             raise ValueError(f"--output folder {out.parent} does not exist")
+    _quiet_libraries()
     kit = sdkit.load(args.model, allow_pickle=args.allow_pickle)
     kwargs = dict(
         seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, schedule=args.schedule,

@@ -92,7 +92,9 @@ class Kit:
         dtype = dtype or torch.float32
         for module in parts.values():
             if isinstance(module, torch.nn.Module):
-                module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+                if next(module.parameters()).dtype != dtype:
+                    module.to(dtype=dtype)
+                module.to(device=device).eval().requires_grad_(False)
         sc = parts.get("scheduler_config") or dict(parts["scheduler"].config)
         schedule = DiscreteSchedule(
             alphas_cumprod_from_betas(

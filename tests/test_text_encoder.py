@@ -96,7 +96,9 @@ def test_sdxl_parity_with_diffusers(clip_skip: int | None) -> None:
 
 def test_sdxl_pooled_comes_from_the_first_chunk() -> None:
     pipe = sdxl_pipeline()
-    encoder = PromptEncoder.for_family("sdxl", [pipe.tokenizer, pipe.tokenizer_2], [pipe.text_encoder, pipe.text_encoder_2])
+    encoder = PromptEncoder.for_family(
+        "sdxl", [pipe.tokenizer, pipe.tokenizer_2], [pipe.text_encoder, pipe.text_encoder_2]
+    )
     long = encoder.encode("a cat BREAK a dog")
     short = encoder.encode("a cat")
     assert long.embeds.shape == (1, 154, 64)
@@ -194,3 +196,35 @@ def test_layer_argument_is_checked() -> None:
     with pytest.raises(ValueError, match="normalised"):
         ClipTextEncoder(model, "last", final_layer_norm=False)
     assert "2 layers" in repr(ClipTextEncoder(model))
+
+
+def test_embedding_views() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sdkit.viz.embeddings import (
+        cosine_similarities,
+        plot_cosine_similarities,
+        plot_embedding_pca,
+        plot_token_embeddings,
+        word_embeddings,
+    )
+
+    encoder = PromptEncoder("sd1", [clip_tokenizer()], [ClipTextEncoder(tiny_text_model(9))])
+    prompts = ["a cat", "a cat", "a red car"]
+    sim = cosine_similarities(encoder, prompts)
+    assert sim.shape == (3, 3)
+    torch.testing.assert_close(sim.diagonal(), torch.ones(3))
+    assert sim[0, 1] == pytest.approx(1.0) and sim[0, 2] < 0.9999
+    assert cosine_similarities(encoder, prompts, "tokens").shape == (3, 3)
+    words = word_embeddings(encoder, ["cat", "photorealistic"])
+    assert words.shape == (2, 32)
+    ax = plot_embedding_pca(encoder, ["cat", "dog", "car", "tree"])
+    assert [t.get_text() for t in ax.texts] == ["cat", "dog", "car", "tree"]
+    tokens = encoder.tokenize("photorealistic (cat:1.5)")
+    ax = plot_token_embeddings(encoder.encode("photorealistic (cat:1.5)"), tokens)
+    assert len(ax.get_yticks()) == 4 + 1 + 2  # BOS photo realistic cat EOS + 2 padding
+    plot_cosine_similarities(encoder, prompts)
+    plt.close("all")

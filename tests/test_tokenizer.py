@@ -13,6 +13,7 @@ from sdkit.text import (
     pad_chunks,
     tokens_table,
 )
+from sdkit.text.tokenizer import clean_piece
 from sdkit.text.vocabulary import hf_clip_tokenizer
 
 BOS, EOS = 49406, 49407
@@ -130,3 +131,23 @@ def test_tokens_table_html() -> None:
     html = tokens_table(clip_tokenizer()("photorealistic (cat:1.5) <b>"))
     assert "<table" in html and "realistic" in html and "x1.5" in html and "&lt;" in html
     assert "padding" in html
+
+
+def test_from_pretrained_folder_roundtrip(tmp_path) -> None:
+    """The real-weights path: a tokenizer folder saved by transformers, loaded back and wrapped."""
+    from transformers import CLIPTokenizer
+
+    hf_clip_tokenizer("!").save_pretrained(tmp_path / "tokenizer_2")
+    loaded = ClipTokenizer.from_hf(CLIPTokenizer.from_pretrained(tmp_path / "tokenizer_2"), "sdxl")
+    tokens = loaded("a photo of a cat")
+    assert tokens.ids[0, :8].tolist() == CAT_IDS + [0] and loaded.pad_id == 0 and loaded.length == 77
+
+
+def test_clean_piece() -> None:
+    assert [clean_piece(p) for p in clip_tokenizer()("cat 🐱 café").pieces[0][:5]] == [
+        "<|startoftext|>",
+        "cat",
+        "🐱",
+        "café",
+        "<|endoftext|>",
+    ]

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
+
+T = TypeVar("T")
 
 
 class Span(NamedTuple):
@@ -265,7 +267,7 @@ def prompt_schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
     return [(end, _render(nodes, end, steps)) for end in sorted(ends)]
 
 
-def schedule_at(schedule: list[tuple[int, object]], step: int) -> object:
+def schedule_at(schedule: list[tuple[int, T]], step: int) -> T:
     """The entry of a schedule used at ``step`` (0-based): the first whose end step is >= ``step``."""
     for end, value in schedule:
         if step <= end:

@@ -195,8 +195,25 @@ def pad_chunks(tokens: Tokens, n: int) -> Tokens:
 
 # ---------------------------------------------------------------------------------------------- display
 def clean_piece(piece: str) -> str:
-    """A vocabulary string made readable: ``'cat</w>'`` -> ``'cat'``; byte symbols are left as they are."""
-    return piece[: -len("</w>")] if piece.endswith("</w>") else piece
+    """A vocabulary string made readable: ``'cat</w>'`` -> ``'cat'``, byte symbols back to text where they
+    form whole UTF-8 characters (``'ðŁĲ±</w>'`` -> ``'🐱'``); special tokens stay as they are."""
+    text = piece[: -len("</w>")] if piece.endswith("</w>") else piece
+    if text.startswith("<|"):
+        return text
+    decoder = _byte_decoder()
+    try:
+        return (
+            bytes(decoder[ch] for ch in text).decode("utf-8") if all(ch in decoder for ch in text) else text
+        )
+    except UnicodeDecodeError:  # part of a multi-byte character: show the byte symbols
+        return text
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    from sdkit.text.vocabulary import _bytes_to_unicode
+
+    return {ch: b for b, ch in _bytes_to_unicode().items()}
 
 
 def tokens_table(tokens: Tokens, show_padding: int = 2) -> str:

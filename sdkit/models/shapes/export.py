@@ -66,7 +66,10 @@ def export(
 ) -> Path:
     """Write the diffusers folder ``out``; ``controlnets`` maps a name (``depth``, ``pose``) to a model."""
     from diffusers import EulerDiscreteScheduler
+    from diffusers.utils import logging
 
+    logging.set_verbosity_error()  # the fp16 cast warns about modules kept in fp32; the tiny model has none
+    logging.disable_progress_bar()
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

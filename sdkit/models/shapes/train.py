@@ -150,6 +150,7 @@ class Trainer:
         self.opt: torch.optim.Optimizer | None = None
         self.ema: list[Tensor] | None = None
         self.acp = alphas_cumprod().to(self.device)
+        self.empty_ids = token_ids([""]).to(self.device)
         self.pools: dict[str, ScenePool] = {}
         self.last_ckpt = time.monotonic()
         self.log_file = open(self.out / "train.log", "a")  # noqa: SIM115 - lives as long as the trainer
@@ -172,6 +173,7 @@ class Trainer:
             n = cfg.pool or (131072 if self.cuda else 4096)
             t = time.monotonic()
             person = 1.0 if name == "person" else 0.15
+            n = n // 4 if name == "person" else n  # people only feed the pose ControlNet
             self.pools[name] = ScenePool(n, cfg.seed + len(name), cfg.device, person_fraction=person)
             self.log(f"pool {name}: {n} scenes in {time.monotonic() - t:.1f}s")
         return self.pools[name]
@@ -263,7 +265,7 @@ class Trainer:
         p, ids, g = self.draw(pool, stage, step)
         x0 = self.encode(world.render_packed(p) * 2 - 1, g)
         drop = torch.rand(ids.shape[0], generator=g, device=self.device) < (0.1 if stage == "unet" else 0.5)
-        ids = torch.where(drop[:, None], token_ids([""]).to(self.device), ids)  # "" for classifier-free guidance
+        ids = torch.where(drop[:, None], self.empty_ids, ids)  # "" for classifier-free guidance
         t = torch.randint(0, len(self.acp), (ids.shape[0],), generator=g, device=self.device)
         eps = torch.randn(x0.shape, generator=g, device=self.device)
         abar = self.acp[t].view(-1, 1, 1, 1)

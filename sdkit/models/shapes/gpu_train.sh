@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Train the embedded shapes model on one GPU in under 9 minutes, from the repository root:
+#
+#   bash sdkit/models/shapes/gpu_train.sh            # writes under $OUT (default ./runs/gpu)
+#
+# On the lent GPU machine (torch + transformers, no diffusers): put the diffusers wheel in .whl/ (see
+# /work/.library/device/README.md) and name .whl in carry; this script installs it into /tmp/site.
+# Outputs (at most 8 files, each < 16 MiB, at most one folder down, as the device tool returns):
+#   $OUT/train.log  $OUT/metrics.json  $OUT/shapes-model.tar.part-aa, -ab (the exported diffusers folder)
+# Unpack here with:  cat shapes-model.tar.part-* | tar -x -C DEST    (gives DEST/model/...)
+# The tokenizer needs open-clip, which the GPU image lacks, so add it afterwards, on this machine:
+#   python -m sdkit.models.shapes.export --add-tokenizer DEST/model
+set -u
+OUT=${OUT:-runs/gpu}
+BUDGET=${BUDGET:-465}  # seconds of training + evaluation + export; Python start and packing come on top
+mkdir -p "$OUT"
+PY=python3
+if ! $PY -c "import diffusers" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+WORK=/tmp/shapes-run  # checkpoints (~150 MB) stay on the machine
+rm -rf "$WORK"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+timeout -k 5 $((BUDGET + 45)) $PY -m sdkit.models.shapes.train --out "$WORK" --device cuda \
+  --time-budget-s "$BUDGET" --checkpoint-every-s 1000 2>&1 | grep --line-buffered -v -i "warn" | tee "$OUT/train.log"
+cp "$WORK/metrics.json" "$OUT/" 2>/dev/null || true
+if [ -d "$WORK/model" ]; then
+  tar -C "$WORK" -cf - model | split -b 15m - "$OUT/shapes-model.tar.part-"
+fi
+ls -la "$OUT"
