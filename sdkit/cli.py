@@ -84,8 +84,14 @@ def _generate(args: argparse.Namespace) -> int:
     _quiet_libraries()
     kit = sdkit.load(args.model, allow_pickle=args.allow_pickle)
     kwargs = dict(
-        seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, schedule=args.schedule,
-        width=args.width, height=args.height, batch_size=args.batch_size,
+        seed=args.seed,
+        steps=args.steps,
+        cfg=args.cfg,
+        sampler=args.sampler,
+        schedule=args.schedule,
+        width=args.width,
+        height=args.height,
+        batch_size=args.batch_size,
     )
     kit.parameters(args.prompt, args.negative, **kwargs)  # validate everything before the slow part
     result = kit.generate(args.prompt, args.negative, progress=True, **kwargs)

@@ -30,7 +30,11 @@ class Image:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(
                 f"Image.tensor must be [b, 3, h, w] RGB in [0, 1], got {shape}"
-                + (" (latents where pixels belong?)" if isinstance(t, Tensor) and t.ndim == 4 and t.shape[1] == 4 else "")
+                + (
+                    " (latents where pixels belong?)"
+                    if isinstance(t, Tensor) and t.ndim == 4 and t.shape[1] == 4
+                    else ""
+                )
             )
 
     @property

@@ -19,6 +19,7 @@ from sdkit.denoisers import DiscreteDenoiser, DiscreteSchedule, alphas_cumprod_f
 from sdkit.families import FamilyDefaults, defaults_for
 from sdkit.metadata import GenerationParameters
 from sdkit.noise import check_seed, resolve_seed
+from sdkit.trace import Trace
 from sdkit.types import Sampler, Step
 from sdkit.unet import UNetPredictor
 from sdkit.vae import VAE
@@ -35,7 +36,7 @@ class Generation:
     infotext: str
     parameters: GenerationParameters
     latents: Any = None
-    trace: list[Step] | None = None
+    trace: Trace | None = None
 
     def save(self, path: str, *, index: int = 0, overwrite: bool = False) -> str:
         from sdkit.loading import save_png
@@ -215,14 +216,19 @@ class Kit:
         strength: float | None = None,
         mask: Any = None,
         control: Any = None,
-        trace: bool = False,
+        trace: bool | Trace = False,
         model: str | None = None,
         progress: bool = False,
     ) -> Generation:
         """Text to image with this model; parameters left out take the family's defaults."""
         from sdkit.recipes import txt2img
 
-        for pname, value in (("init_image", init_image), ("strength", strength), ("mask", mask), ("control", control)):
+        for pname, value in (
+            ("init_image", init_image),
+            ("strength", strength),
+            ("mask", mask),
+            ("control", control),
+        ):
             if value is not None:
                 raise NotImplementedError(f"{pname}: image conditioning is not available in this version of sdkit")
         if model is not None and model != self.name:
@@ -230,25 +236,44 @@ class Kit:
 
             warnings.warn(f"parameters were made with model {model!r}; generating with {self.name!r}", stacklevel=2)
         params, sampler_fn, sigmas = self.parameters(
-            prompt, negative_prompt, seed=seed, steps=steps, cfg=cfg, sampler=sampler, schedule=schedule,
-            width=width, height=height, batch_size=batch_size,
+            prompt,
+            negative_prompt,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            schedule=schedule,
+            width=width,
+            height=height,
+            batch_size=batch_size,
         )
         cond, uncond = self.prompts.encode_pair(params.prompt, params.negative_prompt)
-        steps_taken: list[Step] = []
+        recorder = trace if isinstance(trace, Trace) else Trace() if trace else None
         bar = _progress_bar(params.steps) if progress else None
 
         def on_step(step: Step) -> None:
-            if trace:
-                steps_taken.append(_to_cpu(step))
+            if recorder is not None:
+                recorder.on_step(step)
             if bar is not None:
                 bar.update(1)
 
         with torch.no_grad():
             latents = txt2img(
-                self.denoiser, self.vae.space, cond.to(self.device, self.dtype), uncond.to(self.device, self.dtype),
-                sigmas=sigmas, sampler=sampler_fn, cfg_scale=params.cfg, seed=params.seed,
-                width=params.width, height=params.height, batch_size=params.batch_size,
-                device=self.device, dtype=self.dtype, on_step=on_step,
+                self.denoiser,
+                self.vae.space,
+                cond.to(self.device, self.dtype),
+                uncond.to(self.device, self.dtype),
+                sigmas=sigmas,
+                sampler=sampler_fn,
+                cfg_scale=params.cfg,
+                seed=params.seed,
+                width=params.width,
+                height=params.height,
+                batch_size=params.batch_size,
+                device=self.device,
+                dtype=self.dtype,
+                on_step=on_step,
+                on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
             )
             image = self.vae.decode(latents)
         if bar is not None:
@@ -259,12 +284,8 @@ class Kit:
             infotext=params.infotext(),
             parameters=params,
             latents=latents,
-            trace=steps_taken if trace else None,
+            trace=recorder,
         )
-
-
-def _to_cpu(step: Step) -> Step:
-    return Step(step.i, step.sigma, step.sigma_next, step.x.cpu(), step.denoised.cpu(), step.x_next.cpu())
 
 
 def _progress_bar(total: int) -> Any:

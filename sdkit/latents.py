@@ -111,7 +111,9 @@ class Latents:
         rows = []
         for b in range(rgb.shape[0]):
             c = channels[b]
-            c = (c - c.amin(dim=(1, 2), keepdim=True)) / (c.amax(dim=(1, 2), keepdim=True) - c.amin(dim=(1, 2), keepdim=True)).clamp_min(1e-6)
+            c = (c - c.amin(dim=(1, 2), keepdim=True)) / (
+                c.amax(dim=(1, 2), keepdim=True) - c.amin(dim=(1, 2), keepdim=True)
+            ).clamp_min(1e-6)
             tiles = [rgb[b]] + [c[k : k + 1].expand(3, -1, -1) for k in range(c.shape[0])]
             rows.append(torch.cat(tiles, dim=2))
         grid = torch.cat(rows, dim=1)
@@ -125,4 +127,6 @@ class Latents:
 
     def __repr__(self) -> str:
         s = "" if self.sigma is None else f", sigma={self.sigma:.4g}"
-        return f"Latents({list(self.tensor.shape)}, {self.space.describe()}{s}, {self.tensor.dtype}, {self.tensor.device})"
+        return (
+            f"Latents({list(self.tensor.shape)}, {self.space.describe()}{s}, {self.tensor.dtype}, {self.tensor.device})"
+        )

@@ -162,8 +162,10 @@ def resolve_source(source: str) -> tuple[str, Path]:
         return "folder", path
     if path.is_file():
         return "file", path
-    looks_local = source.startswith((".", "/", "~")) or source.count("/") != 1 or path.suffix in (
-        ".safetensors", ".ckpt", ".pt", ".bin", ".pth"
+    looks_local = (
+        source.startswith((".", "/", "~"))
+        or source.count("/") != 1
+        or path.suffix in (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
     )
     if looks_local:
         raise ModelLoadError(f"model: {source!r} does not exist (no such folder or file)")

@@ -126,7 +126,11 @@ def tiny_components(family: Family = "sd1", seed: int = 0) -> dict[str, Any]:
     return parts
 
 
-_PIPELINE_CLASSES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+_PIPELINE_CLASSES = {
+    "sd1": "StableDiffusionPipeline",
+    "sd2": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+}
 
 
 def save_tiny_model(path: str | Path, family: Family = "sd1", seed: int = 0) -> Path:
@@ -134,8 +138,12 @@ def save_tiny_model(path: str | Path, family: Family = "sd1", seed: int = 0) -> 
     path = Path(path)
     parts = tiny_components(family, seed)
     index: dict[str, Any] = {"_class_name": _PIPELINE_CLASSES[family], "_diffusers_version": "0.42.1"}
-    libraries = {"tokenizer": "transformers", "tokenizer_2": "transformers", "text_encoder": "transformers",
-                 "text_encoder_2": "transformers"}
+    libraries = {
+        "tokenizer": "transformers",
+        "tokenizer_2": "transformers",
+        "text_encoder": "transformers",
+        "text_encoder_2": "transformers",
+    }
     for name, module in parts.items():
         module.save_pretrained(path / name)
         index[name] = [libraries.get(name, "diffusers"), type(module).__name__]
@@ -150,8 +158,14 @@ def save_tiny_model(path: str | Path, family: Family = "sd1", seed: int = 0) -> 
 # ------------------------------------------------------------------------------ single-file checkpoints
 # The original LDM layout of SD1 checkpoints (the published key scheme of CompVis' stable-diffusion code),
 # written from diffusers modules so tests can load it back through diffusers' single-file converters.
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-           "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 

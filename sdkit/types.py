@@ -77,7 +77,9 @@ class TextConditioning:
         """Concatenate along the batch; token lengths must agree (pad prompts to the same chunk count)."""
         lengths = {p.embeds.shape[1] for p in parts}
         if len(lengths) != 1:
-            raise ValueError(f"conditionings have different token lengths {sorted(lengths)}; pad them to the same chunks")
+            raise ValueError(
+                f"conditionings have different token lengths {sorted(lengths)}; pad them to the same chunks"
+            )
         pooled = [p.pooled for p in parts]
         keys = set(parts[0].extra)
         return TextConditioning(
@@ -123,7 +125,11 @@ class NoisePredictor(Protocol):
     in_channels: int
 
     def __call__(
-        self, x_in: Float[Tensor, "b c h w"], timestep: Float[Tensor, " b"], cond: TextConditioning, **extra: Any
+        self,
+        x_in: Float[Tensor, "b c h w"],
+        timestep: Float[Tensor, " b"],
+        cond: TextConditioning,
+        **extra: Any,
     ) -> Float[Tensor, "b c h w"]: ...
 
 

@@ -52,7 +52,10 @@ class UNetPredictor:
             cond = cond.repeat(x_in.shape[0] // cond.batch) if x_in.shape[0] % cond.batch == 0 else cond
         added = None
         if cond.pooled is not None and "time_ids" in cond.extra:
-            added = {"text_embeds": cond.pooled.to(x_in.dtype), "time_ids": cond.extra["time_ids"].to(x_in.dtype)}
+            added = {
+                "text_embeds": cond.pooled.to(x_in.dtype),
+                "time_ids": cond.extra["time_ids"].to(x_in.dtype),
+            }
         return self.unet(
             x_in,
             timestep,

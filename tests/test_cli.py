@@ -9,8 +9,26 @@ from sdkit.cli import main
 
 def test_generate_then_info(tiny_sd1_folder, tmp_path, capsys):
     out = tmp_path / "out.png"
-    rc = main(["generate", "a red circle", "--model", str(tiny_sd1_folder), "--seed", "4376845645",
-               "--steps", "3", "--width", "64", "--height", "64", "--sampler", "Euler a", "-o", str(out)])
+    rc = main(
+        [
+            "generate",
+            "a red circle",
+            "--model",
+            str(tiny_sd1_folder),
+            "--seed",
+            "4376845645",
+            "--steps",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--sampler",
+            "Euler a",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0 and out.is_file()
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
@@ -22,8 +40,22 @@ def test_generate_then_info(tiny_sd1_folder, tmp_path, capsys):
 def test_existing_output_is_not_overwritten(tiny_sd1_folder, tmp_path, capsys):
     out = tmp_path / "out.png"
     out.write_bytes(b"keep me")
-    rc = main(["generate", "x", "--model", str(tiny_sd1_folder), "--steps", "2", "--width", "64",
-               "--height", "64", "-o", str(out)])
+    rc = main(
+        [
+            "generate",
+            "x",
+            "--model",
+            str(tiny_sd1_folder),
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 2 and out.read_bytes() == b"keep me"
     assert "--overwrite" in capsys.readouterr().err
 
@@ -42,8 +74,21 @@ def test_existing_output_is_not_overwritten(tiny_sd1_folder, tmp_path, capsys):
 )
 def test_bad_input_is_one_line_and_writes_nothing(tiny_sd1_folder, tmp_path, capsys, args, name):
     out = tmp_path / "never.png"
-    argv = ["generate", "a cat", "--model", str(tiny_sd1_folder), "--steps", "2", "--width", "64",
-            "--height", "64", "-o", str(out), *args]
+    argv = [
+        "generate",
+        "a cat",
+        "--model",
+        str(tiny_sd1_folder),
+        "--steps",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "-o",
+        str(out),
+        *args,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and name in err.lower()

@@ -49,8 +49,15 @@ def test_any_seed_in_range_works(tiny_sd1_kit, seed):
 
 def test_png_roundtrip_regenerates_bit_identically(tiny_sd1_kit, tmp_path):
     gen = tiny_sd1_kit.generate(
-        "a large red circle, yellow background", "blurry, dark", seed=4376845645, cfg=6.5, sampler="heun",
-        schedule="karras", width=64, height=48, steps=5,
+        "a large red circle, yellow background",
+        "blurry, dark",
+        seed=4376845645,
+        cfg=6.5,
+        sampler="heun",
+        schedule="karras",
+        width=64,
+        height=48,
+        steps=5,
     )
     path = tmp_path / "out.png"
     gen.save(str(path))

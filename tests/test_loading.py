@@ -29,13 +29,15 @@ def test_single_file_loads_through_diffusers_conversion(tiny_sd1_folder, tiny_sd
     kit = sdkit.load(str(path), config=str(tiny_sd1_folder))
     assert kit.family == "sd1"
     for name in ("unet", "vae"):
-        ours = getattr(kit, "vae").model if name == "vae" else kit.denoiser.model.unet
-        ref = getattr(tiny_sd1_kit, "vae").model if name == "vae" else tiny_sd1_kit.denoiser.model.unet
+        ours = kit.vae.model if name == "vae" else kit.denoiser.model.unet
+        ref = tiny_sd1_kit.vae.model if name == "vae" else tiny_sd1_kit.denoiser.model.unet
         a, b = ours.state_dict(), ref.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     args = dict(seed=5, steps=3, width=64, height=64)
-    assert np.array_equal(np.asarray(kit.generate("a cat", **args).images[0]),
-                          np.asarray(tiny_sd1_kit.generate("a cat", **args).images[0]))
+    assert np.array_equal(
+        np.asarray(kit.generate("a cat", **args).images[0]),
+        np.asarray(tiny_sd1_kit.generate("a cat", **args).images[0]),
+    )
 
 
 class Payload:

@@ -33,8 +33,14 @@ def test_txt2img_euler_matches_diffusers_pipeline(tiny_sd1_folder, tiny_sd1_kit)
             output_type="pt",
         ).images
     gen = tiny_sd1_kit.generate(
-        "a red circle above a blue square", "blurry", seed=seed, sampler="euler", schedule=sigmas, cfg=7.5,
-        width=64, height=64,
+        "a red circle above a blue square",
+        "blurry",
+        seed=seed,
+        sampler="euler",
+        schedule=sigmas,
+        cfg=7.5,
+        width=64,
+        height=64,
     )
     ours = tiny_sd1_kit.vae.decode(gen.latents).tensor
     assert ours.shape == theirs.shape == (1, 3, 64, 64)

@@ -116,7 +116,7 @@ def _diffusers_vp_run(sched: Any, x_vp: torch.Tensor, steps: int, **step_kwargs:
 def _ours_on(sched: Any, sigmas: torch.Tensor, x_vp: torch.Tensor, name: str, **options: Any) -> torch.Tensor:
     denoiser, _ = unet_denoiser(DiscreteSchedule(sched.alphas_cumprod.double()))
     x = x_vp * math.sqrt(1 + float(sigmas[0]) ** 2)  # sigma-space latents: x = x_vp / sqrt(alpha_bar)
-    return samplers.sample(name, denoiser, x, sigmas, **options)  # sigma_end = 0: both spaces agree
+    return samplers.sample(name, denoiser, x, sigmas, **options)
 
 
 def _table_sigmas(sched: Any) -> torch.Tensor:
@@ -152,24 +152,37 @@ def test_ddpm_matches_diffusers() -> None:
     expected = _diffusers_vp_run(sched, x_vp, 8, generator=torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(4)
     got = _ours_on(
-        sched, sigmas, x_vp, "ddpm", noise_sampler=lambda s, sn: torch.randn(x_vp.shape, generator=g, dtype=torch.float64)
+        sched,
+        sigmas,
+        x_vp,
+        "ddpm",
+        noise_sampler=lambda s, sn: torch.randn(x_vp.shape, generator=g, dtype=torch.float64),
     )
     # diffusers adds noise of std sqrt(1e-20) = 1e-10 at its last step (t = 1 > 0, variance clamped at 1e-20)
     assert (got - expected).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize(("order", "variant", "steps"), [(2, "bh2", 8), (3, "bh1", 8), (3, "bh2", 5), (1, "bh2", 4)])
-def test_unipc_matches_diffusers(order: int, variant: str, steps: int) -> None:
+@pytest.mark.parametrize(
+    ("order", "variant", "steps", "final"),
+    [(2, "bh2", 8, "zero"), (3, "bh2", 5, "zero"), (1, "bh2", 4, "zero"), (3, "bh1", 8, "sigma_min"), (3, "bh2", 6, "sigma_min")],
+)
+def test_unipc_matches_diffusers(order: int, variant: str, steps: int, final: str) -> None:
+    """("bh1" with a final sigma of 0 is NaN in diffusers: B(h) = -h = -inf times a zero residual; sdkit
+    returns the last estimate there, so bh1 is compared on a schedule that ends at sigma_min.)"""
     from diffusers import UniPCMultistepScheduler
 
-    sched = UniPCMultistepScheduler(**SD_BETAS, solver_order=order, solver_type=variant)
+    sched = UniPCMultistepScheduler(**SD_BETAS, solver_order=order, solver_type=variant, final_sigmas_type=final)
     sched.set_timesteps(steps)
     sigmas = _table_sigmas(sched)
+    model = DiscreteSchedule(sched.alphas_cumprod.double())
+    if final == "sigma_min":
+        sigmas[-1] = model.sigmas[0]
     # diffusers keeps its sigmas in float32; sdkit uses the exact float64 table at the same timesteps
     torch.testing.assert_close(sigmas.float(), sched.sigmas, rtol=1e-6, atol=0)
     x_vp = latents(9)
     expected = _diffusers_vp_run(sched, x_vp, steps)
     got = _ours_on(sched, sigmas, x_vp, "unipc", order=order, variant=variant)
+    got = got / math.sqrt(1 + float(sigmas[-1]) ** 2)  # back to VP space (a no-op at sigma 0)
     # the float32 sigmas inside diffusers' coefficient math are the only difference
     assert (got - expected).abs().max().item() <= 1e-5
 
@@ -186,7 +199,11 @@ def test_lcm_matches_diffusers() -> None:
     expected = _diffusers_vp_run(sched, x_vp, 4, generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
     got = _ours_on(
-        sched, sigmas, x_vp, "lcm", noise_sampler=lambda s, sn: torch.randn(x_vp.shape, generator=g, dtype=torch.float64)
+        sched,
+        sigmas,
+        x_vp,
+        "lcm",
+        noise_sampler=lambda s, sn: torch.randn(x_vp.shape, generator=g, dtype=torch.float64),
     )
     # diffusers' consistency boundary term c_skip(t) = 0.25 / ((10 t)^2 + 0.25) <= 3.7e-8 at t >= 259
     assert (got - expected).abs().max().item() <= 1e-5
@@ -197,7 +214,9 @@ def test_ddim_and_ddpm_are_euler_and_euler_ancestral() -> None:
     denoiser = GaussianDenoiser(mu=0.3, s=0.5)
     sigmas = schedules.karras(9, 0.03, 14.6).double()
     x = latents(11) * 14.6
-    assert (samplers.sample("ddim", denoiser, x, sigmas) - samplers.sample("euler", denoiser, x, sigmas)).abs().max() < 1e-12
+    assert (
+        samplers.sample("ddim", denoiser, x, sigmas) - samplers.sample("euler", denoiser, x, sigmas)
+    ).abs().max() < 1e-12
     for eta, name in ((0.5, "ddim"), (1.0, "ddim"), (1.0, "ddpm")):
         ours = samplers.sample(name, denoiser, x, sigmas, eta=eta, generator=3) if name == "ddim" else None
         ours = samplers.sample(name, denoiser, x, sigmas, generator=3) if ours is None else ours

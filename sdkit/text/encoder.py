@@ -35,9 +35,7 @@ from sdkit.types import TextConditioning, Tokens
 Layer = Literal["last", "penultimate"] | int
 
 
-def apply_weights(
-    z: Float[Tensor, "c n d"], weights: Float[Tensor, "c n"], restore_mean: bool = True
-) -> Tensor:
+def apply_weights(z: Float[Tensor, "c n d"], weights: Float[Tensor, "c n"], restore_mean: bool = True) -> Tensor:
     """Multiply each token's embedding by its weight; then rescale each chunk to its original mean."""
     if bool((weights == 1).all()):
         return z  # nothing weighted: leave the encoder output bit-identical
@@ -75,14 +73,10 @@ class ClipTextEncoder:
         self.layer = layer
         self.final_layer_norm = layer != "penultimate" if final_layer_norm is None else final_layer_norm
         if layer == "last" and not self.final_layer_norm:
-            raise ValueError(
-                "layer='last' is always normalised; use layer=0, final_layer_norm=False for the raw one"
-            )
+            raise ValueError("layer='last' is always normalised; use layer=0, final_layer_norm=False for the raw one")
         config = text_model.config
         self.use_attention_mask = (
-            bool(getattr(config, "use_attention_mask", False))
-            if use_attention_mask is None
-            else use_attention_mask
+            bool(getattr(config, "use_attention_mask", False)) if use_attention_mask is None else use_attention_mask
         )
         self.restore_mean = restore_mean
         # CLIPTextModel is the transformer itself (transformers 5); 4.x and WithProjection wrap .text_model

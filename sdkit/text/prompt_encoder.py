@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sdkit.text.encoder import ClipTextEncoder
+from sdkit.text.encoder import ClipTextEncoder, Layer
 from sdkit.text.prompt_syntax import prompt_schedule
 from sdkit.text.tokenizer import ClipTokenizer, pad_chunks
 from sdkit.types import TextConditioning, Tokens
@@ -61,7 +61,7 @@ class PromptEncoder:
         with the family's layer convention; ``clip_skip`` has diffusers' meaning (None = the default)."""
         toks = [t if isinstance(t, ClipTokenizer) else ClipTokenizer.from_hf(t, family) for t in tokenizers]
         if family == "sdxl":
-            layer = "penultimate" if clip_skip is None else clip_skip + 1
+            layer: Layer = "penultimate" if clip_skip is None else clip_skip + 1
             encs = [ClipTextEncoder(m, layer, final_layer_norm=False) for m in text_models]
         else:
             encs = [ClipTextEncoder(m, "last" if clip_skip is None else clip_skip) for m in text_models]
@@ -98,9 +98,7 @@ class PromptEncoder:
             self._cache.popitem(last=False)
         return cond
 
-    def encode_pair(
-        self, prompt: str, negative_prompt: str = ""
-    ) -> tuple[TextConditioning, TextConditioning]:
+    def encode_pair(self, prompt: str, negative_prompt: str = "") -> tuple[TextConditioning, TextConditioning]:
         """``(cond, uncond)`` with the same number of chunks, ready for ``TextConditioning.cat``."""
         n = max(self.chunks(prompt), self.chunks(negative_prompt))
         cond = self.encode(prompt, n)
@@ -109,9 +107,7 @@ class PromptEncoder:
             return cond, TextConditioning(torch.zeros_like(cond.embeds), pooled)
         return cond, self.encode(negative_prompt, n)
 
-    def encode_schedule(
-        self, prompt: str, steps: int, chunks: int | None = None
-    ) -> list[tuple[int, TextConditioning]]:
+    def encode_schedule(self, prompt: str, steps: int, chunks: int | None = None) -> list[tuple[int, TextConditioning]]:
         """Prompt editing (``[a:b:0.5]``): ``[(end_step, cond), ...]``, every entry with the same chunk
         count; pick the entry for a step with ``prompt_syntax.schedule_at``."""
         schedule = prompt_schedule(prompt, steps)

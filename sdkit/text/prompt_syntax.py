@@ -96,13 +96,13 @@ def parse_weights(prompt: str) -> list[Span]:
             continue
         add("".join(plain))
         plain = []
-        weight = _WEIGHT_CLOSE.match(prompt, i) if c == ":" else None
+        close = _WEIGHT_CLOSE.match(prompt, i) if c == ":" else None
         kind = opened[-1][0] if opened else None
         if c in "([":
             opened.append((c, len(texts)))
-        elif weight is not None and kind == "(":
-            scale(opened.pop()[1], float(weight.group(1)))
-            i = weight.end()
+        elif close is not None and kind == "(":
+            scale(opened.pop()[1], float(close.group(1)))
+            i = close.end()
             continue
         elif c == ")" and kind == "(":
             scale(opened.pop()[1], ROUND_UP)

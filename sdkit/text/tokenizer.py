@@ -60,7 +60,7 @@ class ClipTokenizer:
         pad = hf_tokenizer.pad_token_id
         self.pad_id = self.eos_id if pad is None else int(pad)
         self.bos, self.eos, self.pad = (
-            self._backend.id_to_token(i) for i in (self.bos_id, self.eos_id, self.pad_id)
+            str(self._backend.id_to_token(i)) for i in (self.bos_id, self.eos_id, self.pad_id)
         )
 
     @classmethod
@@ -69,9 +69,7 @@ class ClipTokenizer:
         return cls(hf_tokenizer, family)
 
     def __repr__(self) -> str:
-        return (
-            f"ClipTokenizer(family={self.family!r}, length={self.length}, pad={self.pad!r} ({self.pad_id}))"
-        )
+        return f"ClipTokenizer(family={self.family!r}, length={self.length}, pad={self.pad!r} ({self.pad_id}))"
 
     def encode_text(self, text: str) -> tuple[list[int], list[str], list[int]]:
         """Plain text (no weight syntax) -> ``(ids, pieces, word index per token)``, without BOS/EOS."""
@@ -137,9 +135,7 @@ def clip_tokenizer(family: str = "sd1") -> ClipTokenizer:
 
 def clip_tokenizers(family: str) -> list[ClipTokenizer]:
     """All tokenizers of a family, in encoder order: two for SDXL, one otherwise."""
-    return (
-        [clip_tokenizer("sdxl"), clip_tokenizer("sdxl_g")] if family == "sdxl" else [clip_tokenizer(family)]
-    )
+    return [clip_tokenizer("sdxl"), clip_tokenizer("sdxl_g")] if family == "sdxl" else [clip_tokenizer(family)]
 
 
 # ------------------------------------------------------------------------------------------------ chunks
@@ -202,9 +198,7 @@ def clean_piece(piece: str) -> str:
         return text
     decoder = _byte_decoder()
     try:
-        return (
-            bytes(decoder[ch] for ch in text).decode("utf-8") if all(ch in decoder for ch in text) else text
-        )
+        return bytes(decoder[ch] for ch in text).decode("utf-8") if all(ch in decoder for ch in text) else text
     except UnicodeDecodeError:  # part of a multi-byte character: show the byte symbols
         return text
 
@@ -237,9 +231,7 @@ def tokens_table(tokens: Tokens, show_padding: int = 2) -> str:
                 f'word {words[k]}">{piece}<br><small>{ids[k]}</small>{weight}</td>'
             )
         if len(ids) > end + show_padding:
-            cells.append(
-                f"<td><small>+{len(ids) - end - show_padding} padding ({tokens.pad_id})</small></td>"
-            )
+            cells.append(f"<td><small>+{len(ids) - end - show_padding} padding ({tokens.pad_id})</small></td>")
         rows.append(f"<tr><th>chunk {c}</th>{''.join(cells)}</tr>")
     title = html.escape(tokens.text if len(tokens.text) < 200 else tokens.text[:200] + "...")
     return (

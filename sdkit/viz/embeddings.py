@@ -40,9 +40,7 @@ def plot_token_embeddings(
     labels = [f"{k} {clean_piece(p)}" for k, p in enumerate(tokens.pieces[0][:end])]
     ax = _axes(ax, (8, 0.25 * len(labels) + 1.5))
     limit = float(z.abs().quantile(0.99)) or 1.0  # robust colour range: BOS has huge outliers in real CLIP
-    image = ax.imshow(
-        z.numpy(), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
-    )
+    image = ax.imshow(z.numpy(), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel(f"feature (first {z.shape[1]} of {cond.embeds.shape[-1]})")
     ax.set_title(f"token embeddings: {tokens.text[:60]!r}")

@@ -118,20 +118,28 @@ def classify_shape(mask: Tensor, x0: int, y0: int, x1: int, y1: int) -> str:
     return best if ious[best] >= 0.6 else ("person" if h > w else "unknown")
 
 
-def components(image: Float[Tensor, "3 h w"]) -> tuple[str, list[Component]]:
-    """The background colour name and the objects (components of the other colours), largest first."""
-    labels = palette_labels(image[None])[0]
-    bg = int(background_labels(labels[None])[0])
-    colors = [c for c in range(len(NAMES)) if c != bg and bool((labels == c).any())]
-    found: list[Component] = []
-    if colors:
-        cc = connected_components(torch.stack([labels == c for c in colors]))
-        for k, c in enumerate(colors):
-            ids, counts = cc[k].unique(return_counts=True)
+def components(images: Float[Tensor, "b 3 h w"]) -> list[tuple[str, list[Component]]]:
+    """Per image: the background colour name and the objects (components of the other colours), largest
+    first. All images and colours go through one batched connected-components pass."""
+    labels = palette_labels(images)
+    bgs = background_labels(labels)
+    b, n = labels.shape[0], len(NAMES)
+    masks = labels[:, None] == torch.arange(n).view(1, n, 1, 1)  # [b, 8, h, w]
+    masks[torch.arange(b), bgs] = False
+    flat = masks.flatten(0, 1)
+    used = flat.flatten(1).any(1)
+    cc = torch.zeros(flat.shape, dtype=torch.long)
+    cc[used] = connected_components(flat[used])  # only the colours present: most masks are empty
+    cc = cc.view(b, n, *labels.shape[1:])
+    out = []
+    for k in range(b):
+        found: list[Component] = []
+        for c in masks[k].flatten(1).any(1).nonzero()[:, 0].tolist():
+            ids, counts = cc[k, c].unique(return_counts=True)
             for i, area in zip(ids.tolist(), counts.tolist()):
                 if i == 0 or area < MIN_AREA:
                     continue
-                mask = cc[k] == i
+                mask = cc[k, c] == i
                 ys, xs = mask.nonzero(as_tuple=True)
                 box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
                 cx, cy = float(xs.float().mean()) + 0.5, float(ys.float().mean()) + 0.5
@@ -139,8 +147,9 @@ def components(image: Float[Tensor, "3 h w"]) -> tuple[str, list[Component]]:
                 if shape == "person":  # a figure's centre is its bounding box's, not its pixels' mean
                     cx, cy = (box[0] + box[2] + 1) / 2, (box[1] + box[3] + 1) / 2
                 found.append(Component(NAMES[c], area, cx, cy, *box, shape, mask))
-    found.sort(key=lambda comp: -comp.area)
-    return NAMES[bg], found
+        found.sort(key=lambda comp: -comp.area)
+        out.append((NAMES[int(bgs[k])], found))
+    return out
 
 
 def request_of(item: str | world.Scene) -> Request:
@@ -162,9 +171,10 @@ def _match(thing: ThingRequest, comps: list[Component], taken: set[int]) -> int 
     return candidates[0] if candidates else None  # comps are sorted largest first
 
 
-def judge(image: Float[Tensor, "3 h w"], request: Request) -> dict[str, Any]:
-    """Per-attribute verdicts for one image: ``{"things": [{"color": True, ...}, ...], "background": ...}``."""
-    bg, comps = components(image)
+def judge(found: tuple[str, list[Component]], request: Request) -> dict[str, Any]:
+    """Per-attribute verdicts for one analysed image (an item of ``components``):
+    ``{"things": [{"color": True, ...}, ...], "background": ..., "relation": ..., "all": ...}``."""
+    bg, comps = found
     taken: set[int] = set()
     verdicts, matched = [], []
     for thing in request.things:
@@ -191,16 +201,20 @@ def judge(image: Float[Tensor, "3 h w"], request: Request) -> dict[str, Any]:
         if a is None or b is None:
             out["relation"] = False
         else:
-            out["relation"] = _relation(a, b) == request.relation
+            out["relation"] = request.relation in _relations(a, b)
     out["all"] = all(all(v.values()) for v in verdicts) and out.get("background", True) and out.get("relation", True)
     return out
 
 
-def _relation(a: Component, b: Component) -> str:
+def _relations(a: Component, b: Component, slack: float = 3.0) -> set[str]:
+    """How ``a`` lies relative to ``b`` (``world.relation_of``); near the diagonal both axes count."""
     dx, dy = a.cx - b.cx, a.cy - b.cy
-    if abs(dy) > abs(dx):
-        return "above" if dy < 0 else "below"
-    return "to the left of" if dx < 0 else "to the right of"
+    out = set()
+    if abs(dy) > abs(dx) - slack:
+        out.add("above" if dy < 0 else "below")
+    if abs(dx) >= abs(dy) - slack:
+        out.add("to the left of" if dx < 0 else "to the right of")
+    return out
 
 
 def evaluate(images: Any, prompts_or_scenes: list[str] | list[world.Scene]) -> dict[str, Any]:
@@ -210,7 +224,7 @@ def evaluate(images: Any, prompts_or_scenes: list[str] | list[world.Scene]) -> d
     x = to_tensor(images)
     if len(x) != len(prompts_or_scenes):
         raise ValueError(f"{len(x)} images but {len(prompts_or_scenes)} prompts/scenes")
-    items = [judge(img, request_of(item)) for img, item in zip(x, prompts_or_scenes)]
+    items = [judge(found, request_of(item)) for found, item in zip(components(x), prompts_or_scenes)]
     tally: dict[str, list[bool]] = {}
     for item in items:
         for v in item["things"]:

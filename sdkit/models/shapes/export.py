@@ -70,6 +70,9 @@ def export(
 
     logging.set_verbosity_error()  # the fp16 cast warns about modules kept in fp32; the tiny model has none
     logging.disable_progress_bar()
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

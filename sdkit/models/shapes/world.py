@@ -100,9 +100,7 @@ def relation_of(a: Thing, b: Thing) -> str:
 def caption(scene: Scene) -> str:
     """The scene's prompt, e.g. ``"a large red circle on the left above a small blue square, yellow background"``."""
     phrases = [
-        thing_phrase(
-            t.kind, t.color, t.size if scene.say_size else None, t.position if scene.say_position else None
-        )
+        thing_phrase(t.kind, t.color, t.size if scene.say_size else None, t.position if scene.say_position else None)
         for t in scene.things
     ]
     joiner = "and"
