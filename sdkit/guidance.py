@@ -80,3 +80,33 @@ def cfg(
     **extra: Any,
 ) -> Denoiser:
     return CFG(model, cond, uncond, scale, **extra)
+
+
+class ScheduledCFG(CFG):
+    """CFG whose conditioning changes during sampling (prompt editing, ``[a:b:0.5]``).
+
+    ``schedule`` is ``[(end_step, cond), ...]`` as ``PromptEncoder.encode_schedule`` gives it (A1111's semantics,
+    see ``sdkit.text.prompt_syntax``); the recipe calls ``advance(step.i + 1)`` after each step, so every model
+    call of step ``i`` uses the entry for ``i``.
+    """
+
+    def __init__(
+        self,
+        model: ConditionalDenoiser,
+        schedule: list[tuple[int, TextConditioning]],
+        uncond: TextConditioning,
+        scale: float,
+        on_parts: PartsHook | None = None,
+        **extra: Any,
+    ) -> None:
+        if not schedule:
+            raise ValueError("schedule must hold at least one (end_step, cond) entry")
+        super().__init__(model, schedule[0][1], uncond, scale, on_parts, **extra)
+        self.schedule = schedule
+        self.step = 0
+
+    def advance(self, step: int) -> None:
+        from sdkit.text.prompt_syntax import schedule_at
+
+        self.step = step
+        self.cond = schedule_at(self.schedule, step)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from sdkit.denoisers import DiscreteDenoiser, DiscreteSchedule, alphas_cumprod_from_betas
 from sdkit.families import FamilyDefaults, defaults_for
+from sdkit.latents import LatentSpace
 from sdkit.metadata import GenerationParameters
 from sdkit.noise import check_seed, resolve_seed
 from sdkit.trace import Trace
@@ -37,6 +38,7 @@ class Generation:
     parameters: GenerationParameters
     latents: Any = None
     trace: Trace | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. the VAE's float32 retry after an fp16 overflow
 
     def save(self, path: str, *, index: int = 0, overwrite: bool = False) -> str:
         from sdkit.loading import save_png
@@ -75,6 +77,7 @@ class Kit:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     extras: dict[str, Any] = field(default_factory=dict)
+    latent_space: LatentSpace | None = None  # the UNet's space; a swapped-in VAE must decode it
 
     # ------------------------------------------------------------------------------------- building
     @classmethod
@@ -128,7 +131,7 @@ class Kit:
             )
         extras = {k: v for k, v in parts.items() if k.startswith("controlnet")}
         vae = VAE.from_diffusers(parts["vae"], family)
-        return cls(family, name, prompts, denoiser, vae, defaults, device, dtype, extras)
+        return cls(family, name, prompts, denoiser, vae, defaults, device, dtype, extras, latent_space=vae.space)
 
     # ------------------------------------------------------------------------------------- generating
     def parameters(
@@ -248,7 +251,13 @@ class Kit:
             batch_size=batch_size,
         )
         cond, uncond = self.prompts.encode_pair(params.prompt, params.negative_prompt)
+        if self.family == "sdxl":  # micro-conditioning time_ids (base: sizes, refiner: aesthetic score)
+            from sdkit.sdxl import add_time_ids
+
+            cond, uncond = add_time_ids(self.denoiser.model.unet, cond, uncond, params.width, params.height)
         recorder = trace if isinstance(trace, Trace) else Trace() if trace else None
+        if recorder is not None and recorder.space is None:
+            recorder.space = self.vae.space  # previews of traced latents need their space
         bar = _progress_bar(params.steps) if progress else None
 
         def on_step(step: Step) -> None:
@@ -260,7 +269,7 @@ class Kit:
         with torch.no_grad():
             latents = txt2img(
                 self.denoiser,
-                self.vae.space,
+                self.latent_space or self.vae.space,
                 cond.to(self.device, self.dtype),
                 uncond.to(self.device, self.dtype),
                 sigmas=sigmas,
@@ -285,6 +294,7 @@ class Kit:
             parameters=params,
             latents=latents,
             trace=recorder,
+            notes=[self.vae.last_decode_note] if self.vae.last_decode_note else [],
         )
 
 

@@ -36,6 +36,9 @@ class GenerationParameters:
     model: str
     batch_size: int = 1
     sigmas: tuple[float, ...] | None = None
+    strength: float | None = None  # img2img / inpaint denoising strength
+    mask_blur: float | None = None  # inpainting mask blur (pixels)
+    controls: tuple[str, ...] = ()  # one "Model: ..., Weight: ..., Guidance Start: ..., Guidance End: ..." each
 
     def infotext(self) -> str:
         from sdkit.samplers.names import display_name
@@ -50,6 +53,11 @@ class GenerationParameters:
             ("Size", f"{self.width}x{self.height}"),
             ("Model", self.model),
         ]
+        if self.strength is not None:
+            fields.append(("Denoising strength", f"{self.strength:g}"))
+        if self.mask_blur is not None:
+            fields.append(("Mask blur", f"{self.mask_blur:g}"))
+        fields.extend((f"ControlNet {i}", c) for i, c in enumerate(self.controls))
         if self.batch_size > 1:
             fields.append(("Batch size", str(self.batch_size)))
         if self.sigmas is not None:
@@ -63,6 +71,11 @@ class GenerationParameters:
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``Kit.generate`` that reproduce this image."""
         d = asdict(self)
+        # mask blur and ControlNets need the mask / control images, which infotext cannot hold
+        d.pop("mask_blur")
+        d.pop("controls")
+        if d["strength"] is None:
+            d.pop("strength")
         sigmas = d.pop("sigmas")
         if sigmas is not None:
             import torch
@@ -116,6 +129,9 @@ def parse(text: str) -> GenerationParameters:
         model=fields.get("Model", ""),
         batch_size=int(fields.get("Batch size", 1)),
         sigmas=sigmas,
+        strength=float(fields["Denoising strength"]) if "Denoising strength" in fields else None,
+        mask_blur=float(fields["Mask blur"]) if "Mask blur" in fields else None,
+        controls=tuple(v for k, v in fields.items() if re.fullmatch(r"ControlNet \d+", k)),
     )
 
 

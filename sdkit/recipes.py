@@ -1,22 +1,37 @@
 """Recipes: short, visible compositions of sdkit's objects. Copy one into a notebook cell and edit it.
 
-Each recipe takes the objects it composes (a conditional denoiser, the latent space, encoded prompts, a
-sigma schedule, a sampler) and returns latents; ``Kit.generate`` adds prompt encoding, decoding and metadata.
+Each recipe takes the objects it composes (a conditional denoiser, the VAE or its latent space, encoded prompts,
+a sigma schedule, a sampler) and returns latents, or pixels where the last step is a pixel paste-back
+(``inpaint``, ``outpaint``); ``Kit.generate`` adds prompt encoding, decoding and metadata.
+
+- ``txt2img``: pure noise -> image.
+- ``img2img``: an init image noised to the strength's sigma, then denoised (``sdkit.strength``).
+- ``inpaint``: repaint a masked region with any model (latent blending) or a 9-channel inpainting UNet.
+- ``outpaint``: inpaint on a larger canvas whose new zone starts from noise.
+- ``controlnet``: txt2img with one or several ControlNets (any recipe takes ``controlled(denoiser, ...)`` too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from sdkit import samplers
+from sdkit.conditioners.controlnet import Control, controlled
+from sdkit.conditioners.masks import MaskedContent, fill_masked, latent_mask, masked, masked_image, paste_back
+from sdkit.conditioners.outpaint import extend_canvas
+from sdkit.denoisers import DiscreteDenoiser
 from sdkit.guidance import CFG, PartsHook
+from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
 from sdkit.noise import batch_seeds, noise_sampler_for, randn
-from sdkit.types import ConditionalDenoiser, Sampler, Step, TextConditioning
+from sdkit.strength import StrengthMode, strength_sigmas
+from sdkit.types import ConditionalDenoiser, Denoiser, Sampler, Step, TextConditioning
+from sdkit.vae import VAE
 
 StepHook = Callable[[Step], None]
 
@@ -51,3 +66,162 @@ def txt2img(
             on_step(step)
         x = step.x_next
     return Latents(x, space)
+
+
+def _batch(t: Tensor, batch_size: int, what: str) -> Tensor:
+    """One entry per image: a single init image/latent is repeated, a batch must match ``batch_size``."""
+    if t.shape[0] == batch_size:
+        return t
+    if t.shape[0] == 1:
+        return t.expand(batch_size, *t.shape[1:]).contiguous()
+    raise ValueError(f"{what} has a batch of {t.shape[0]}, but batch_size is {batch_size}")
+
+
+def img2img(
+    denoiser: ConditionalDenoiser,
+    vae: VAE,
+    init: Image,
+    cond: TextConditioning,
+    uncond: TextConditioning,
+    *,
+    sigmas: Float[Tensor, " n1"],
+    strength: float = 0.75,
+    strength_mode: StrengthMode = "sdkit",
+    sampler: str | Sampler = "euler",
+    cfg_scale: float = 7.5,
+    seed: int = 0,
+    batch_size: int = 1,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    on_step: StepHook | None = None,
+    on_cfg_parts: PartsHook | None = None,
+) -> Latents:
+    """Image to image: the init latents noised to the first sigma of the schedule's tail that ``strength`` picks,
+    then denoised. Strength 0 returns the VAE round trip of ``init``; strength 1 ignores it (pure noise at
+    ``sigmas[0]``, exactly txt2img with the same seed, as diffusers' inpaint pipeline does at strength 1)."""
+    # 1. The init image as latents (posterior mean: deterministic), one per image of the batch.
+    z = _batch(vae.encode(init).tensor, batch_size, "init image").to(device=device, dtype=dtype)
+    # 2. Strength picks the tail of the schedule to run; no steps (strength 0) is the VAE round trip.
+    tail = strength_sigmas(sigmas, strength, strength_mode).to(device)
+    if tail.shape[0] < 2:
+        return Latents(z, vae.space)
+    # 3. Seeded per-image noise, as txt2img draws it, scaled to the tail's first sigma.
+    noise = randn(batch_seeds(seed, batch_size), z.shape[1:], device=device, dtype=dtype)
+    x = noise * tail[0].to(dtype) if strength >= 1.0 else z + noise * tail[0].to(dtype)
+    # 4. Guidance and the sampler, as in txt2img.
+    guided = CFG(denoiser, cond.repeat(batch_size), uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
+    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise_sampler_for(seed, x)):
+        if on_step is not None:
+            on_step(step)
+        x = step.x_next
+    return Latents(x, vae.space)
+
+
+def _unet_channels(denoiser: Any) -> int:
+    """Input channels of the UNet behind a (possibly wrapped) denoiser: 4, or 9 for inpainting UNets."""
+    for obj in (denoiser, getattr(denoiser, "model", None), getattr(denoiser, "base", None)):
+        channels = getattr(obj, "in_channels", None) or getattr(getattr(obj, "model", None), "in_channels", None)
+        if channels:
+            return int(channels)
+    return 4
+
+
+def inpaint(
+    denoiser: ConditionalDenoiser,
+    vae: VAE,
+    init: Image,
+    mask: Float[Tensor, "b 1 h w"],
+    cond: TextConditioning,
+    uncond: TextConditioning,
+    *,
+    sigmas: Float[Tensor, " n1"],
+    strength: float = 1.0,
+    content: MaskedContent = "original",
+    blend: bool | None = None,
+    strength_mode: StrengthMode = "sdkit",
+    sampler: str | Sampler = "euler",
+    cfg_scale: float = 7.5,
+    seed: int = 0,
+    batch_size: int = 1,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    on_step: StepHook | None = None,
+    on_cfg_parts: PartsHook | None = None,
+) -> Image:
+    """Repaint where ``mask`` is 1 (pixel mask, see ``sdkit.conditioners.masks``); returns pixels, where the mask
+    is 0 exactly the original's. Any model inpaints by blending the known latents at each step (``blend``,
+    default on for 4-channel UNets); a 9-channel inpainting UNet also gets mask + masked-image latents."""
+    space, b = vae.space, batch_size
+    # 1. Known latents of the original and the repaint mask at latent resolution.
+    known = _batch(vae.encode(init).tensor, b, "init image").to(device=device, dtype=dtype)
+    m = latent_mask(mask, space.factor).to(device=device, dtype=dtype)
+    noise = randn(batch_seeds(seed, b), known.shape[1:], device=device, dtype=dtype)
+    # 2. Masked content: what the repainted region starts from before it is noised.
+    start = {"original": known, "latent_nothing": known * (1 - m)}.get(content)
+    if content == "fill":
+        start = _batch(vae.encode(fill_masked(init, mask)).tensor, b, "init image").to(device=device, dtype=dtype)
+    elif content == "latent_noise":
+        fresh = randn([(s + 2**62) % 2**64 for s in batch_seeds(seed, b)], known.shape[1:], device=device, dtype=dtype)
+        start = known * (1 - m) + fresh * m
+    if start is None:
+        raise ValueError(
+            f"content must be one of 'original', 'fill', 'latent_noise', 'latent_nothing', got {content!r}"
+        )
+    # 3. Inpainting UNets take [mask, masked-image latents] as extra input channels (diffusers' order).
+    extra = {}
+    if _unet_channels(denoiser) == 2 * space.channels + 1:
+        hole = vae.encode(masked_image(init, mask)).tensor.to(device=device, dtype=dtype)
+        extra["concat"] = torch.cat([(m >= 0.5).to(dtype).expand(b, -1, -1, -1), _batch(hole, b, "init image")], 1)
+    guided: Denoiser = CFG(denoiser, cond.repeat(b), uncond.repeat(b), cfg_scale, on_parts=on_cfg_parts, **extra)
+    if blend if blend is not None else not extra:
+        guided = masked(guided, known, m, noise)
+    # 4. Noise to the tail's first sigma and sample, as img2img does.
+    tail = strength_sigmas(sigmas, strength, strength_mode).to(device)
+    x = start if tail.shape[0] < 2 else noise * tail[0] if strength >= 1.0 else start + noise * tail[0]
+    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise_sampler_for(seed, x)):
+        if on_step is not None:
+            on_step(step)
+        x = step.x_next
+    # 5. Decode and paste the original back outside the mask (bit for bit).
+    return paste_back(init, vae.decode(Latents(x, space)), mask)
+
+
+def outpaint(
+    denoiser: ConditionalDenoiser,
+    vae: VAE,
+    image: Image,
+    cond: TextConditioning,
+    uncond: TextConditioning,
+    *,
+    left: int = 0,
+    right: int = 0,
+    up: int = 0,
+    down: int = 0,
+    overlap: int = 8,
+    sigmas: Float[Tensor, " n1"],
+    **options: Any,
+) -> Image:
+    """Extend ``image`` by ``left``/``right``/``up``/``down`` pixels: the new zone starts from noise, the rest
+    conditions it through the inpainting blend, and ``overlap`` pixels of the original along each extended edge
+    are regenerated under a feathered mask so the seam blends. ``options`` go to ``inpaint``."""
+    canvas = extend_canvas(image, left=left, right=right, up=up, down=down, overlap=overlap, multiple=vae.space.factor)
+    options = {"strength": 1.0, "content": "latent_noise", **options}
+    out = inpaint(denoiser, vae, canvas.image, canvas.mask, cond, uncond, sigmas=sigmas, **options)
+    return canvas.crop(out)
+
+
+def controlnet(
+    denoiser: DiscreteDenoiser,
+    space: LatentSpace,
+    controls: Sequence[Control],
+    cond: TextConditioning,
+    uncond: TextConditioning,
+    *,
+    sigmas: Float[Tensor, " n1"],
+    width: int = 512,
+    height: int = 512,
+    **options: Any,
+) -> Latents:
+    """txt2img steered by one or several ControlNets (``Control(model, image, weight, start, end)``)."""
+    guided = controlled(denoiser, controls, sigmas, (width, height))
+    return txt2img(guided, space, cond, uncond, sigmas=sigmas, width=width, height=height, **options)

@@ -259,3 +259,48 @@ def save_single_file(path: str | Path, family: Family = "sd1", seed: int = 0) ->
     path = Path(path)
     save_file({k: v.contiguous() for k, v in ldm_state_dict(tiny_components(family, seed)).items()}, str(path))
     return path
+
+
+# ------------------------------------------------------------------------------ SDXL refiner
+def tiny_refiner_components(seed: int = 0) -> dict[str, Any]:
+    """A tiny SDXL-refiner-like set: only the OpenCLIP-style second encoder (``text_encoder_2``), a UNet whose
+    added embedding takes the pooled text (32) + 5 micro-conditioning numbers (original size, crop, aesthetic
+    score: ``projection_class_embeddings_input_dim = 5 * 8 + 32``), and the SDXL-scaled VAE of the base."""
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModelWithProjection
+
+    from sdkit.text.vocabulary import hf_clip_tokenizer
+
+    base = tiny_components("sdxl", seed)
+    torch.manual_seed(seed + 7)
+    config = dict(base["unet"].config)
+    config.update(cross_attention_dim=32, projection_class_embeddings_input_dim=5 * 8 + 32)
+    unet = UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    torch.manual_seed(seed + 8)
+    parts: dict[str, Any] = {
+        "unet": unet.eval(),
+        "vae": base["vae"],
+        "text_encoder_2": CLIPTextModelWithProjection(_text_config(32, gelu=True, projection_dim=32)).eval(),
+        "tokenizer_2": hf_clip_tokenizer(pad_token="!"),
+        "scheduler": EulerDiscreteScheduler(**SCHEDULER_CONFIG),
+    }
+    return parts
+
+
+def save_tiny_refiner(path: str | Path, seed: int = 0) -> Path:
+    """Save ``tiny_refiner_components`` as a diffusers ``StableDiffusionXLImg2ImgPipeline`` folder, with the
+    refiner's published ``model_index.json`` flags (no first text encoder, aesthetic-score conditioning)."""
+    path = Path(path)
+    index: dict[str, Any] = {"_class_name": "StableDiffusionXLImg2ImgPipeline", "_diffusers_version": "0.42.1"}
+    for name, module in tiny_refiner_components(seed).items():
+        module.save_pretrained(path / name)
+        library = "transformers" if "text" in name or "token" in name else "diffusers"
+        index[name] = [library, type(module).__name__]
+    index.update(
+        text_encoder=[None, None],
+        tokenizer=[None, None],
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+    (path / "model_index.json").write_text(json.dumps(index, indent=2))
+    return path

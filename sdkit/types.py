@@ -38,6 +38,11 @@ class Tokens:
     def chunks(self) -> int:
         return int(self.ids.shape[0])
 
+    def _repr_html_(self) -> str:
+        from sdkit.text.tokenizer import tokens_table
+
+        return tokens_table(self)
+
 
 @dataclass(frozen=True)
 class TextConditioning:

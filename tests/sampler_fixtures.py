@@ -32,7 +32,8 @@ BROWNIAN = ("dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde")  # k-diffusion's defaul
 
 
 class GaussianDenoiser:
-    """The ideal denoiser for data ``x0 ~ N(mu, s^2)`` (elementwise): ``E[x0 | x] = mu + s^2/(s^2+sigma^2) (x - mu)``."""
+    """The ideal denoiser for data ``x0 ~ N(mu, s^2)`` (elementwise):
+    ``E[x0 | x] = mu + s^2/(s^2+sigma^2) (x - mu)``."""
 
     def __init__(self, mu: Tensor | float, s: float) -> None:
         self.mu, self.s = mu, s

@@ -164,7 +164,13 @@ def test_ddpm_matches_diffusers() -> None:
 
 @pytest.mark.parametrize(
     ("order", "variant", "steps", "final"),
-    [(2, "bh2", 8, "zero"), (3, "bh2", 5, "zero"), (1, "bh2", 4, "zero"), (3, "bh1", 8, "sigma_min"), (3, "bh2", 6, "sigma_min")],
+    [
+        (2, "bh2", 8, "zero"),
+        (3, "bh2", 5, "zero"),
+        (1, "bh2", 4, "zero"),
+        (3, "bh1", 8, "sigma_min"),
+        (3, "bh2", 6, "sigma_min"),
+    ],
 )
 def test_unipc_matches_diffusers(order: int, variant: str, steps: int, final: str) -> None:
     """("bh1" with a final sigma of 0 is NaN in diffusers: B(h) = -h = -inf times a zero residual; sdkit

@@ -54,6 +54,6 @@ def lms(
         ds = [*ds, to_d(x, sigma, denoised)][-order:]
         nodes = [sig[i - j] for j in range(len(ds))]  # sigma_i, sigma_{i-1}, ... (newest first)
         coeffs = lms_coefficients(nodes, sigma, sigma_next)
-        x_next = x + sum(c * d for c, d in zip(coeffs, reversed(ds)))
+        x_next = x + sum(c * d for c, d in zip(coeffs, reversed(ds), strict=True))
         yield Step(i, sigma, sigma_next, x, denoised, x_next)
         x = x_next

@@ -114,14 +114,20 @@ def _schedule_keys() -> dict[str, str | None]:
     return keys
 
 
-def _schedule_of(text: str, sampler: str) -> str:
+def _unknown(what: str, text: str) -> ValueError:
+    return ValueError(
+        f"unknown {what} {text!r}; valid samplers: {', '.join(SAMPLER_DISPLAY.values())} (or sdkit names "
+        f"{', '.join(SAMPLER_DISPLAY)}), optionally followed by a schedule type: Automatic, Uniform, "
+        f"{', '.join(SCHEDULE_DISPLAY.values())} (or {', '.join(SCHEDULE_DISPLAY)})"
+    )
+
+
+def _schedule_of(text: str, sampler: str, name: str) -> str:
     keys = _schedule_keys()
-    if text not in keys:
-        raise ValueError(
-            f"unknown schedule type {text!r}; valid: Automatic, Uniform, "
-            f"{', '.join(SCHEDULE_DISPLAY.values())} (or sdkit names {', '.join(SCHEDULE_DISPLAY)})"
-        )
-    return keys[text] or AUTOMATIC[sampler]
+    key = text if text in keys else text.replace("_", " ")
+    if key not in keys:
+        raise _unknown("schedule type" if text == name else "sampler/schedule name", name)
+    return keys[key] or AUTOMATIC[sampler]
 
 
 def resolve(name: str, schedule: str | None = None) -> tuple[str, str]:
@@ -143,16 +149,13 @@ def resolve(name: str, schedule: str | None = None) -> tuple[str, str]:
         default=None,
     )
     if match is None:
-        raise ValueError(
-            f"unknown sampler {name!r}; valid names: {', '.join(SAMPLER_DISPLAY.values())} (optionally followed "
-            f"by a schedule such as ' Karras' or ' Exponential'), or sdkit names: {', '.join(SAMPLER_DISPLAY)}"
-        )
+        raise _unknown("sampler", name)
     sampler = samplers[match]
     suffix = text[len(match) :].lstrip(" _")
     if schedule is not None and _norm(schedule):
-        return sampler, _schedule_of(_norm(schedule), sampler)
+        return sampler, _schedule_of(_norm(schedule), sampler, _norm(schedule))
     if suffix:
-        return sampler, _schedule_of(suffix if suffix in _schedule_keys() else suffix.replace("_", " "), sampler)
+        return sampler, _schedule_of(suffix, sampler, name)
     return sampler, AUTOMATIC[sampler]
 
 

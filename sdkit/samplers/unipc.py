@@ -57,18 +57,18 @@ def _update(
     b_h = hh if variant == "bh1" else math.expm1(hh)
     older = history[-2::-1]  # newest first, excluding m0
     rks = [(lam_k - lam0) / h for lam_k, _ in older]
-    d1s = [(m_k - m0) / rk for rk, (_, m_k) in zip(rks, older)]
+    d1s = [(m_k - m0) / rk for rk, (_, m_k) in zip(rks, older, strict=True)]
     matrix, b = _order_conditions([*rks, 1.0], hh, b_h)
     x_next = (sigma_to / sigma) * x - h_phi_1 * m0
     if new is None:  # predictor: order len(history), uses the older estimates only
         if d1s:
             rhos = [0.5] if len(d1s) == 1 else list(np.linalg.solve(matrix[:-1, :-1], b[:-1]))
-            x_next = x_next - b_h * sum(float(r) * d for r, d in zip(rhos, d1s))
+            x_next = x_next - b_h * sum(float(r) * d for r, d in zip(rhos, d1s, strict=True))
         return x_next
     # corrector: one order higher, the new estimate is the last node (rk = 1)
     rhos_c = [0.5] if not d1s else list(np.linalg.solve(matrix, b))
     correction = float(rhos_c[-1]) * (new - m0)
-    for r, d in zip(rhos_c[:-1], d1s):
+    for r, d in zip(rhos_c[:-1], d1s, strict=True):
         correction = correction + float(r) * d
     return x_next - b_h * correction
 

@@ -91,7 +91,7 @@ class PromptEncoder:
         pooled = [p.pooled for p in parts if p.pooled is not None]
         cond = TextConditioning(
             torch.cat([p.embeds for p in parts], dim=-1),  # SDXL: [1, t, 768] + [1, t, 1280] -> [1, t, 2048]
-            pooled[-1] if pooled else None,  # diffusers: the pooled output of the last encoder that has one
+            pooled[-1] if pooled else None,  # the projected one: SDXL text_encoder_2 (encoder 1 has none)
         )
         self._cache[key] = cond
         while len(self._cache) > self.cache_size:

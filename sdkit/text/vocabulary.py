@@ -31,12 +31,21 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
+def _vocabulary_file() -> str:
+    """The BPE file inside the installed open_clip package, found without importing open_clip (seconds)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the CLIP vocabulary comes with the open-clip-torch package: pip install open-clip-torch")
+    return os.path.join(list(spec.submodule_search_locations)[0], "bpe_simple_vocab_16e6.txt.gz")
+
+
 @lru_cache(maxsize=1)
 def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """``(token -> id, merges)`` of the CLIP tokenizer, 49408 tokens."""
-    from open_clip.tokenizer import default_bpe
-
-    with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
+    with gzip.open(_vocabulary_file(), "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
     symbols = list(_bytes_to_unicode().values())
@@ -51,7 +60,7 @@ def hf_clip_tokenizer(pad_token: str = EOS, model_max_length: int = 77) -> Any:
     vocab, merges = clip_vocabulary()
     return CLIPTokenizer(
         vocab=dict(vocab),
-        merges=list(merges),
+        merges=list(merges),  # type: ignore[arg-type]
         bos_token=BOS,
         eos_token=EOS,
         unk_token=EOS,

@@ -136,7 +136,7 @@ def components(images: Float[Tensor, "b 3 h w"]) -> list[tuple[str, list[Compone
         found: list[Component] = []
         for c in masks[k].flatten(1).any(1).nonzero()[:, 0].tolist():
             ids, counts = cc[k, c].unique(return_counts=True)
-            for i, area in zip(ids.tolist(), counts.tolist()):
+            for i, area in zip(ids.tolist(), counts.tolist(), strict=True):
                 if i == 0 or area < MIN_AREA:
                     continue
                 mask = cc[k, c] == i
@@ -224,7 +224,7 @@ def evaluate(images: Any, prompts_or_scenes: list[str] | list[world.Scene]) -> d
     x = to_tensor(images)
     if len(x) != len(prompts_or_scenes):
         raise ValueError(f"{len(x)} images but {len(prompts_or_scenes)} prompts/scenes")
-    items = [judge(found, request_of(item)) for found, item in zip(components(x), prompts_or_scenes)]
+    items = [judge(found, request_of(item)) for found, item in zip(components(x), prompts_or_scenes, strict=True)]
     tally: dict[str, list[bool]] = {}
     for item in items:
         for v in item["things"]:

@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,17 @@ def _save_fp16(module: torch.nn.Module, folder: Path) -> None:
     half.save_pretrained(folder, safe_serialization=True)
 
 
+@lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    from sdkit.text.vocabulary import hf_clip_tokenizer
+
+    return hf_clip_tokenizer()  # several seconds to build: once per process
+
+
 def save_tokenizer(folder: Path) -> bool:
     """Write SD1's CLIP tokenizer (built offline by ``sdkit.text``) to ``folder``; False without open-clip."""
     try:
-        from sdkit.text.vocabulary import hf_clip_tokenizer
-
-        tokenizer = hf_clip_tokenizer()
+        tokenizer = _tokenizer()
     except ImportError:
         return False
     tokenizer.save_pretrained(folder)

@@ -14,7 +14,7 @@ set -u
 OUT=${OUT:-runs/gpu}
 BUDGET=${BUDGET:-465}  # seconds of training + evaluation + export; Python start and packing come on top
 mkdir -p "$OUT"
-PY=python3
+PY=${PY:-python3}
 if ! $PY -c "import diffusers" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
@@ -23,8 +23,8 @@ export PYTHONUNBUFFERED=1
 WORK=/tmp/shapes-run  # checkpoints (~150 MB) stay on the machine
 rm -rf "$WORK"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-timeout -k 5 $((BUDGET + 45)) $PY -m sdkit.models.shapes.train --out "$WORK" --device cuda \
-  --time-budget-s "$BUDGET" --checkpoint-every-s 1000 2>&1 | grep --line-buffered -v -i "warn" | tee "$OUT/train.log"
+timeout -k 5 $((BUDGET + 45)) $PY -m sdkit.models.shapes.train --out "$WORK" --device "${DEVICE:-cuda}" \
+  --time-budget-s "$BUDGET" --checkpoint-every-s 1000 ${EXTRA:-} 2>&1 | grep --line-buffered -v -i "warn" | tee "$OUT/train.log"
 cp "$WORK/metrics.json" "$OUT/" 2>/dev/null || true
 if [ -d "$WORK/model" ]; then
   tar -C "$WORK" -cf - model | split -b 15m - "$OUT/shapes-model.tar.part-"

@@ -182,11 +182,15 @@ def sample_scene(
     for _ in range(50):
         colors = rng.sample(list(COLORS), n + 1)
         positions = rng.sample(POSITIONS, n)
-        things = [_sample_thing(rng, k, c, rng.choice(SIZES), p) for k, c, p in zip(kinds, colors, positions)]
+        things = [
+            _sample_thing(rng, k, c, rng.choice(SIZES), p) for k, c, p in zip(kinds, colors, positions, strict=False)
+        ]
         if n == 1 or _apart(*things):
             break
     else:  # nothing fitted: two small things at opposite sides always do
-        things = [_sample_thing(rng, k, c, "small", p) for k, c, p in zip(kinds, colors, ("left", "right"))]
+        things = [
+            _sample_thing(rng, k, c, "small", p) for k, c, p in zip(kinds, colors, ("left", "right"), strict=False)
+        ]
     rng.shuffle(things)
     if full_caption:
         return Scene(tuple(things), colors[-1])
@@ -236,7 +240,9 @@ def _segment_sdf(px: Tensor, py: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 def pack(scenes: list[Scene], device: torch.device | str | None = None) -> dict[str, Tensor]:
-    """Scenes as padded tensors (index them to take a sub-batch; ``render_packed`` paints them), things ordered far to near (the painter's order); empty slots are kind -1."""
+    """Scenes as padded tensors (index them to take a sub-batch; ``render_packed`` paints them).
+
+    Things are ordered far to near (the painter's order); empty slots have kind -1."""
     k = max(len(s.things) for s in scenes)
     kind, color, geom, kps = [], [], [], []
     for s in scenes:
@@ -350,7 +356,7 @@ def render_pose(
     px, py = coords.view(1, 1, size), coords.view(1, size, 1)
     colors = torch.tensor(POSE_COLORS, device=kp.device, dtype=torch.float32) / 255
     img = torch.zeros(b, 3, size, size, device=kp.device)
-    for (i, j), c in zip(LIMBS, colors):
+    for (i, j), c in zip(LIMBS, colors, strict=False):  # 17 limbs, 18 colours
         a, e = kp[:, i], kp[:, j]
         d = _segment_sdf(px, py, a, e)  # [b, H, W]; NaN where a keypoint is missing -> comparison is False
         img = torch.where((d <= limb_width)[:, None], 0.6 * c[None, :, None, None], img)

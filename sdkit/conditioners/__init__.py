@@ -1,0 +1,42 @@
+"""Image conditioning: init images, masks, outpainting canvases, depth maps, poses and ControlNets.
+
+Each conditioner turns what a user holds (a PIL image, an array, OpenPose JSON) into what a recipe in
+``sdkit.recipes`` consumes. Nothing here loads weights at import time; MiDaS/OpenCV are imported when used.
+"""
+
+from sdkit.conditioners.controlnet import Control, ControlledDenoiser, as_control, controlled, load_controlnet
+from sdkit.conditioners.image_input import InitImage, SizePolicy, as_image, fit_size, to_image
+from sdkit.conditioners.masks import (
+    Mask,
+    MaskedContent,
+    as_mask,
+    fill_masked,
+    latent_mask,
+    masked,
+    paste_back,
+    prepare_mask,
+)
+from sdkit.conditioners.outpaint import Canvas, extend_canvas
+
+__all__ = [
+    "Canvas",
+    "Control",
+    "ControlledDenoiser",
+    "InitImage",
+    "Mask",
+    "MaskedContent",
+    "SizePolicy",
+    "as_control",
+    "as_image",
+    "as_mask",
+    "controlled",
+    "extend_canvas",
+    "fill_masked",
+    "fit_size",
+    "latent_mask",
+    "load_controlnet",
+    "masked",
+    "paste_back",
+    "prepare_mask",
+    "to_image",
+]

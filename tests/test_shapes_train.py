@@ -1,0 +1,71 @@
+"""A 2-step smoke run of the shapes training writes a diffusers folder that loads with from_pretrained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdkit.models.shapes import train
+from sdkit.models.shapes.architecture import MAX_FP16_MB
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    args = ["--out", str(out), "--device", "cpu", "--vae-steps", "2", "--unet-steps", "2"]
+    args += ["--controlnet-steps", "2", "--batch", "2", "--pool", "64", "--eval-n", "2", "--log-every", "1"]
+    train.main(args)
+    return out
+
+
+def test_schedule_is_stable_diffusions() -> None:
+    from diffusers import DDPMScheduler
+
+    ref = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").alphas_cumprod
+    assert torch.allclose(train.alphas_cumprod(), ref, atol=1e-6)
+
+
+def test_export_loads_with_diffusers_and_transformers(run: Path) -> None:
+    from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
+    from safetensors import safe_open
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = run / "model"
+    meta = json.loads((folder / "sdkit.json").read_text())
+    assert meta["family"] == "shapes" and meta["default_size"] == 64 and meta["trained_stages"][-1] == "controlnet"
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
+    assert vae.config.scaling_factor == pytest.approx(meta["latent_scale"])
+    assert CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").config.hidden_size == 64
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    assert tokenizer("a red circle").input_ids == [49406, 320, 736, 7117, 49407]
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    assert unet.config.in_channels == 4 and unet.config.sample_size == 8
+    for name in ("depth", "pose"):
+        ControlNetModel.from_pretrained(folder, subfolder=f"controlnet_{name}")
+    scheduler = EulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
+    assert scheduler.config.beta_schedule == "scaled_linear" and scheduler.config.beta_end == 0.012
+    weights = list(folder.rglob("*.safetensors"))
+    assert len(weights) == 5
+    for f in weights:
+        with safe_open(str(f), "pt") as st:
+            assert {st.get_slice(k).get_dtype() for k in st.keys()} == {"F16"}
+    assert sum(f.stat().st_size for f in weights) / 1e6 <= MAX_FP16_MB
+    # the folder as a whole is a Stable Diffusion pipeline
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    image = pipe("a red circle", num_inference_steps=2, height=64, width=64, output_type="pt").images
+    assert image.shape == (1, 3, 64, 64)
+
+
+def test_resume_restores_the_finished_run(run: Path) -> None:
+    cfg = train.Config(out=str(run), resume=True)
+    trainer = train.Trainer(cfg)
+    trainer.load_checkpoint()
+    assert trainer.stage == "done" and set(trainer.controlnets) == {"depth", "pose"}
+    assert "vae_psnr" in trainer.metrics and "depth_iou" in trainer.metrics
+    trainer.run()  # nothing left to do: returns at once
+    assert (run / "metrics.json").exists()
