@@ -223,17 +223,16 @@ class Kit:
         model: str | None = None,
         progress: bool = False,
     ) -> Generation:
-        """Text to image with this model; parameters left out take the family's defaults."""
+        """Generate with this model: text to image, or with ``init_image`` (+ ``strength``), ``mask`` (inpainting)
+        and ``control`` (ControlNets, see ``sdkit.conditioners``); parameters left out take the family's defaults."""
         from sdkit.recipes import txt2img
 
-        for pname, value in (
-            ("init_image", init_image),
-            ("strength", strength),
-            ("mask", mask),
-            ("control", control),
-        ):
-            if value is not None:
-                raise NotImplementedError(f"{pname}: image conditioning is not available in this version of sdkit")
+        conditioning = None
+        if any(v is not None for v in (init_image, strength, mask, control)):
+            from sdkit.conditioners.generate import resolve_conditioning
+
+            conditioning = resolve_conditioning(self, init_image, strength, mask, control, width, height)
+            width, height = conditioning.width, conditioning.height
         if model is not None and model != self.name:
             import warnings
 
@@ -250,6 +249,8 @@ class Kit:
             height=height,
             batch_size=batch_size,
         )
+        if conditioning is not None:
+            params = conditioning.record(params)
         cond, uncond = self.prompts.encode_pair(params.prompt, params.negative_prompt)
         if self.family == "sdxl":  # micro-conditioning time_ids (base: sizes, refiner: aesthetic score)
             from sdkit.sdxl import add_time_ids
@@ -267,24 +268,36 @@ class Kit:
                 bar.update(1)
 
         with torch.no_grad():
-            latents = txt2img(
-                self.denoiser,
-                self.latent_space or self.vae.space,
-                cond.to(self.device, self.dtype),
-                uncond.to(self.device, self.dtype),
-                sigmas=sigmas,
-                sampler=sampler_fn,
-                cfg_scale=params.cfg,
-                seed=params.seed,
-                width=params.width,
-                height=params.height,
-                batch_size=params.batch_size,
-                device=self.device,
-                dtype=self.dtype,
-                on_step=on_step,
-                on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
-            )
-            image = self.vae.decode(latents)
+            if conditioning is not None:
+                latents, image = conditioning.run(
+                    self,
+                    cond.to(self.device, self.dtype),
+                    uncond.to(self.device, self.dtype),
+                    params=params,
+                    sampler=sampler_fn,
+                    sigmas=sigmas,
+                    on_step=on_step,
+                    on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
+                )
+            else:
+                latents = txt2img(
+                    self.denoiser,
+                    self.latent_space or self.vae.space,
+                    cond.to(self.device, self.dtype),
+                    uncond.to(self.device, self.dtype),
+                    sigmas=sigmas,
+                    sampler=sampler_fn,
+                    cfg_scale=params.cfg,
+                    seed=params.seed,
+                    width=params.width,
+                    height=params.height,
+                    batch_size=params.batch_size,
+                    device=self.device,
+                    dtype=self.dtype,
+                    on_step=on_step,
+                    on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
+                )
+                image = self.vae.decode(latents)
         if bar is not None:
             bar.close()
         return Generation(

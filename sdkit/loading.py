@@ -271,3 +271,41 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+# ------------------------------------------------------------------------------------- image conditioners
+def load_controlnet_model(source: str, *, allow_pickle: bool = False, config: str | None = None) -> Any:
+    """A diffusers ``ControlNetModel``: a folder (itself or its ``controlnet/``), a hub id, or one file
+    (safetensors; pickles only with ``allow_pickle``). A single file is converted with its config from
+    ``config`` (a diffusers ControlNet folder or hub id; without it diffusers infers one, which may need the hub)."""
+    from diffusers import ControlNetModel
+
+    kind, path = resolve_source(source)
+    if kind == "hub":
+        path = hub_snapshot(source)
+    if kind == "file":
+        fmt = detect_format(path)
+        if fmt != "safetensors":
+            read_state_dict(path, allow_pickle=allow_pickle)  # raises the refusal/unreadable error
+        try:
+            return ControlNetModel.from_single_file(str(path), config=config, local_files_only=config is not None)
+        except Exception as e:
+            raise ModelLoadError(f"controlnet: could not convert {path} ({type(e).__name__}: {e})") from None
+    folder = path / "controlnet" if (path / "controlnet" / "config.json").is_file() else path
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"controlnet: {folder} has no config.json (not a diffusers ControlNet folder)")
+    return ControlNetModel.from_pretrained(str(folder))
+
+
+def load_midas(source: str, model_type: str = "dpt_hybrid") -> Any:
+    """controlnet_aux's ``MidasDetector`` from a folder holding the published MiDaS checkpoint (e.g.
+    ``dpt_hybrid-midas-501f0c75.pt``, a trusted pickle as published by lllyasviel/Annotators) or a hub id."""
+    try:
+        from controlnet_aux import MidasDetector
+
+        return MidasDetector.from_pretrained(source, model_type=model_type)
+    except Exception as e:
+        raise ModelLoadError(
+            f"midas: could not load {source!r} ({type(e).__name__}); pass a local folder holding the MiDaS "
+            "checkpoint, or a depth map you made elsewhere (sdkit.conditioners.depth.depth_image)"
+        ) from None

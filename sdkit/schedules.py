@@ -178,34 +178,14 @@ def lcm(n: int, model: DiscreteSchedule, original_steps: int = 50) -> Float[Tens
 # for Stable Diffusion 1.5 and SDXL, https://research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html
 # (the same numbers as ComfyUI's comfy_extras/nodes_align_your_steps.py). Other step counts interpolate
 # log-linearly, as that page prescribes; the last value is replaced by 0.
+# fmt: off
 AYS_TABLES: dict[str, tuple[float, ...]] = {
-    "sd1": (
-        14.6146412293,
-        6.4745760956,
-        3.8636745985,
-        2.6946151520,
-        1.8841921177,
-        1.3943805092,
-        0.9642583904,
-        0.6523686016,
-        0.3977456272,
-        0.1515232662,
-        0.0291671582,
-    ),  # fmt: skip
-    "sdxl": (
-        14.6146412293,
-        6.3184485287,
-        3.7681790315,
-        2.1811480769,
-        1.3405244945,
-        0.8620721141,
-        0.5550693289,
-        0.3798540708,
-        0.2332364134,
-        0.1114188177,
-        0.0291671582,
-    ),  # fmt: skip
+    "sd1": (14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092,
+            0.9642583904, 0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582),
+    "sdxl": (14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141,
+             0.5550693289, 0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582),
 }
+# fmt: on
 
 
 def align_your_steps(n: int, family: str = "sd1") -> Float[Tensor, " n1"]:

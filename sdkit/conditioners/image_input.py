@@ -116,15 +116,21 @@ def resize(image: Image, size: Size) -> Image:
     return Image(t.clamp(0, 1))
 
 
+def center_crop(image: Image, size: Size) -> Image:
+    """The centre ``size`` = (width, height) of ``image`` (which must be at least that large)."""
+    w, h = size
+    iw, ih = image.size
+    x0, y0 = (iw - w) // 2, (ih - h) // 2
+    return Image(image.tensor[:, :, y0 : y0 + h, x0 : x0 + w].contiguous())
+
+
 def crop_to(image: Image, size: Size) -> Image:
     """Scale to cover ``size`` (keeping the aspect ratio), then centre-crop to it."""
     w, h = size
     iw, ih = image.size
     scale = max(w / iw, h / ih)
     cover = (max(w, round(iw * scale)), max(h, round(ih * scale)))
-    t = resize(image, cover).tensor
-    x0, y0 = (cover[0] - w) // 2, (cover[1] - h) // 2
-    return Image(t[:, :, y0 : y0 + h, x0 : x0 + w].contiguous())
+    return center_crop(resize(image, cover), (w, h))
 
 
 def fit_size(image: Image, size: Size | None = None, size_policy: SizePolicy = "error", multiple: int = 8) -> Image:
@@ -141,10 +147,9 @@ def fit_size(image: Image, size: Size | None = None, size_policy: SizePolicy = "
                 f"(or an explicit size) to make it {max(multiple, round(w / multiple) * multiple)}x"
                 f"{max(multiple, round(h / multiple) * multiple)}"
             )
-        if size_policy == "resize":
-            size = (max(multiple, round(w / multiple) * multiple), max(multiple, round(h / multiple) * multiple))
-        else:
-            size = (max(multiple, w // multiple * multiple), max(multiple, h // multiple * multiple))
+        if size_policy == "crop" and w >= multiple and h >= multiple:  # trim the few extra pixels, no resampling
+            return center_crop(image, (w // multiple * multiple, h // multiple * multiple))
+        size = (max(multiple, round(w / multiple) * multiple), max(multiple, round(h / multiple) * multiple))
     tw, th = size
     if tw % multiple or th % multiple:
         raise ValueError(f"target size {tw}x{th} must be a multiple of {multiple}")

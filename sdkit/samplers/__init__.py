@@ -14,7 +14,7 @@ either they raise (randomness is explicit in sdkit). A1111 display names live in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jaxtyping import Float
@@ -33,7 +33,9 @@ from sdkit.types import Denoiser, Sampler, Step
 
 SamplerFn = Callable[..., Iterator[Step]]
 
-SAMPLERS: dict[str, Sampler] = {
+# cast: each sampler takes its own keyword options, which mypy does not match against the protocol's
+# ``**options: Any``; at runtime every entry is a Sampler (denoiser, x, sigmas, **options) -> Iterator[Step].
+_REGISTRY: dict[str, SamplerFn] = {
     "euler": euler,
     "euler_ancestral": euler_ancestral,
     "heun": heun,
@@ -50,6 +52,7 @@ SAMPLERS: dict[str, Sampler] = {
     "unipc": unipc,
     "lcm": lcm,
 }
+SAMPLERS: dict[str, Sampler] = cast(dict[str, Sampler], _REGISTRY)
 
 STOCHASTIC: frozenset[str] = frozenset(
     {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"}

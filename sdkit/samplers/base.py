@@ -137,7 +137,7 @@ def lazy_noise(
     only require a seed when they actually draw noise."""
     resolved: list[NoiseSampler] = []
 
-    def draw(sigma: Tensor | float, sigma_next: Tensor | float) -> Tensor:
+    def draw(sigma: Tensor, sigma_next: Tensor) -> Tensor:
         if not resolved:
             resolved.append(noise_source(x, noise_sampler, generator, sampler))
         return resolved[0](sigma, sigma_next)

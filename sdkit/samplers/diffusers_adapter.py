@@ -39,9 +39,8 @@ def _fresh(scheduler: Any, model: DiscreteSchedule | None) -> Any:
             raise ValueError("from_diffusers(<scheduler class>) needs model=DiscreteSchedule to build its betas")
         ac = model.alphas_cumprod.double()
         betas = 1 - ac / torch.cat([ac.new_ones(1), ac[:-1]])
-        return scheduler(
-            num_train_timesteps=model.num_timesteps, trained_betas=betas.tolist(), prediction_type="epsilon"
-        )
+        factory: Any = scheduler  # a diffusers SchedulerMixin subclass
+        return factory(num_train_timesteps=model.num_timesteps, trained_betas=betas.tolist(), prediction_type="epsilon")
     return type(scheduler).from_config(scheduler.config, prediction_type="epsilon")
 
 

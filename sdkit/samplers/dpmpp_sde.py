@@ -44,6 +44,12 @@ def dpmpp_sde(
     sig = read_sigmas(sigmas)
     noise = noise_source(x, noise_sampler, generator, "dpmpp_sde") if eta else None
 
+    def first_order(x: Tensor, sigma: float, sigma_to: float, estimate: Tensor) -> Tensor:
+        # DPM-Solver++ first-order step sigma -> sigma_to; sigma_to = 0 (eta > 1) is its limit, the estimate
+        if sigma_to == 0:
+            return estimate
+        return (sigma_to / sigma) * x - math.expm1(math.log(sigma_to) - math.log(sigma)) * estimate
+
     def add_noise(x: Tensor, sigma_from: Tensor, sigma_to: Tensor, sigma_up: float) -> Tensor:
         if sigma_up > 0 and noise is not None:
             return x + noise(sigma_from, sigma_to) * s_noise * sigma_up
@@ -61,13 +67,13 @@ def dpmpp_sde(
             fac = 1 / (2 * r)
             # stage 1: ancestral first-order step sigma -> sigma_s
             sd, su = ancestral_step(sigma, sigma_s, eta)
-            x_s = (sd / sigma) * x - math.expm1(lam + math.log(sd)) * denoised
+            x_s = first_order(x, sigma, sd, denoised)
             x_s = add_noise(x_s, sigma_arg(sigmas, i), sigma_like(sigmas, sigma_s), su)
             denoised_s = denoise(denoiser, x_s, sigma_s)
             # stage 2: the full step with the two estimates combined (second order in h)
             sd, su = ancestral_step(sigma, sigma_next, eta)
             estimate = (1 - fac) * denoised + fac * denoised_s
-            x_next = (sd / sigma) * x - math.expm1(lam + math.log(sd)) * estimate
+            x_next = first_order(x, sigma, sd, estimate)
             x_next = add_noise(x_next, sigma_arg(sigmas, i), sigma_arg(sigmas, i + 1), su)
         yield Step(i, sigma, sigma_next, x, denoised, x_next)
         x = x_next

@@ -69,10 +69,11 @@ def plot_steps(
     max_columns: int = 10,
 ) -> Any:
     """A grid of previews: one column per (picked) step titled with its sigma, one row per quantity."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     cols, previews = step_previews(trace, decoder, rows, index=index, max_columns=max_columns)
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.6 * len(cols), 1.7 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(1.6 * len(cols), 1.7 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), len(cols), squeeze=False)
     for r, row in enumerate(rows):
         for c, i in enumerate(cols):
             ax = axes[r][c]
@@ -85,16 +86,15 @@ def plot_steps(
                 ax.set_ylabel(ROW_TITLES.get(row, row), fontsize=8)
     name = decoder if isinstance(decoder, str) else type(decoder).__name__
     fig.suptitle(f"sampler steps ({name} preview)", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
 def plot_sigmas(trace: Any, ax: Any = None) -> Any:
     """Sigma per step (log scale) of a trace; returns the Axes."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(4, 2.5))
+        ax = Figure(figsize=(4, 2.5), layout="constrained").subplots()
     ax.semilogy(range(len(trace)), trace.sigmas.numpy(), "o-", label="sigma")
     ax.set_xlabel("step")
     ax.set_ylabel("sigma")
@@ -114,14 +114,15 @@ def cfg_norms(trace: Any) -> dict[str, np.ndarray]:
 
 def plot_cfg_parts(trace: Any, decoder: Any = "linear", *, index: int = 0, max_columns: int = 8) -> Any:
     """Rows: uncond x0, cond x0, and their difference (amplified), per picked evaluation."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     space = _space_for(trace, decoder)
     parts = trace.cfg_parts
     if not parts:
         raise ValueError("the trace has no CFG parts (generate with cfg != 1 or trace=True)")
     cols = _columns(len(parts), max_columns)
-    fig, axes = plt.subplots(3, len(cols), figsize=(1.6 * len(cols), 5.0), squeeze=False)
+    fig = Figure(figsize=(1.6 * len(cols), 5.0), layout="constrained")
+    axes = fig.subplots(3, len(cols), squeeze=False)
     for c, k in enumerate(cols):
         p = parts[k]
         u, co = p.denoised_uncond.float()[index : index + 1], p.denoised_cond.float()[index : index + 1]
@@ -134,5 +135,4 @@ def plot_cfg_parts(trace: Any, decoder: Any = "linear", *, index: int = 0, max_c
         axes[0][c].set_title(f"σ={float(p.sigma.reshape(-1)[0]):.3g}", fontsize=8)
     for r, label in enumerate(("uncond x0", "cond x0", "cond - uncond")):
         axes[r][0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
     return fig

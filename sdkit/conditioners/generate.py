@@ -1,0 +1,149 @@
+"""Image conditioning for ``Kit.generate``: checks ``init_image`` / ``strength`` / ``mask`` / ``control``,
+brings them to the generation size, records them in the parameters and picks the recipe.
+
+Strength defaults: 0.75 for img2img (A1111's default denoising strength), 1.0 for inpainting (diffusers'
+inpaint pipeline default: the masked region starts from noise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from sdkit.conditioners.controlnet import Control, as_control, controlled, load_controlnet
+from sdkit.conditioners.image_input import as_image, fit_size
+from sdkit.conditioners.masks import Mask
+from sdkit.image import Image
+from sdkit.latents import Latents
+from sdkit.metadata import GenerationParameters
+from sdkit.strength import check_strength, strength_sigmas
+from sdkit.types import Step, TextConditioning
+
+if TYPE_CHECKING:
+    from sdkit.kit import Kit
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Validated image conditioning of one ``generate`` call (pixel sizes already fixed)."""
+
+    init: Image | None
+    strength: float | None
+    mask: Mask | None
+    pixel_mask: Tensor | None
+    controls: tuple[Control, ...]
+    width: int | None
+    height: int | None
+
+    def record(self, params: GenerationParameters) -> GenerationParameters:
+        """The parameters with strength, mask blur and ControlNets (A1111 / sd-webui-controlnet infotext keys)."""
+        return replace(
+            params,
+            strength=self.strength,
+            mask_blur=None if self.mask is None else float(self.mask.blur),
+            controls=tuple(c.describe() for c in self.controls),
+        )
+
+    def run(
+        self,
+        kit: Kit,
+        cond: TextConditioning,
+        uncond: TextConditioning,
+        *,
+        params: GenerationParameters,
+        sampler: Any,
+        sigmas: Tensor,
+        on_step: Callable[[Step], None] | None = None,
+        on_cfg_parts: Any = None,
+    ) -> tuple[Latents | None, Image]:
+        """Run the recipe these inputs call for; returns the final latents (None after a paste-back) and pixels."""
+        from sdkit import recipes
+
+        run_sigmas = sigmas if self.init is None else strength_sigmas(sigmas, self.strength or 0.0)
+        size = (params.width, params.height)
+        denoiser: Any = kit.denoiser
+        if self.controls and run_sigmas.shape[0] >= 2:
+            denoiser = controlled(kit.denoiser, self.controls, run_sigmas, size)
+        common = dict(
+            sampler=sampler,
+            cfg_scale=params.cfg,
+            seed=params.seed,
+            batch_size=params.batch_size,
+            device=kit.device,
+            dtype=kit.dtype,
+            on_step=on_step,
+            on_cfg_parts=on_cfg_parts,
+        )
+        space = getattr(kit, "latent_space", None) or kit.vae.space
+        if self.init is None:
+            latents = recipes.txt2img(
+                denoiser, space, cond, uncond, sigmas=sigmas, width=params.width, height=params.height, **common
+            )
+            return latents, kit.vae.decode(latents)
+        if self.pixel_mask is None:
+            latents = recipes.img2img(
+                denoiser, kit.vae, self.init, cond, uncond, sigmas=sigmas, strength=self.strength, **common
+            )
+            return latents, kit.vae.decode(latents)
+        assert self.mask is not None
+        image = recipes.inpaint(
+            denoiser,
+            kit.vae,
+            self.init,
+            self.pixel_mask,
+            cond,
+            uncond,
+            sigmas=sigmas,
+            strength=self.strength,
+            content=self.mask.content,
+            **common,
+        )
+        return None, image
+
+
+def _resolve_control(kit: Kit, spec: Any) -> Control:
+    control = as_control(spec)
+    model = control.model
+    if isinstance(model, str):
+        model = kit.extras[model] if model in kit.extras else load_controlnet(model, device=kit.device, dtype=kit.dtype)
+    elif isinstance(model, torch.nn.Module):
+        model.to(device=kit.device, dtype=kit.dtype)
+    else:
+        raise TypeError(f"control model must be a ControlNetModel, a kit.extras key or a source, got {type(model)}")
+    return replace(control, model=model)
+
+
+def resolve_conditioning(
+    kit: Kit,
+    init_image: Any,
+    strength: float | None,
+    mask: Any,
+    control: Any,
+    width: int | None,
+    height: int | None,
+) -> Conditioning:
+    """Check and convert ``generate``'s image inputs. The init image sets the size unless ``width``/``height``
+    are given (it is then resized to them); sides that are not multiples of the VAE factor raise."""
+    if init_image is None and (mask is not None or strength is not None):
+        raise ValueError(f"{'mask' if mask is not None else 'strength'} needs an init_image to work on")
+    factor = kit.vae.space.factor
+    init = None
+    if init_image is not None:
+        raw = as_image(init_image)
+        w, h = raw.size
+        target = None if width is None and height is None else (width or w, height or h)
+        init = fit_size(raw, target, "error" if target is None else "resize", factor)
+        width, height = init.size
+        strength = check_strength((1.0 if mask is not None else 0.75) if strength is None else strength)
+    spec = None if mask is None else mask if isinstance(mask, Mask) else Mask(mask)
+    pixel_mask = None
+    if spec is not None and init is not None:
+        resized = init.size != raw.size
+        pixel_mask = spec(size=init.size, size_policy="resize" if resized else "error")
+    specs = [] if control is None else control if isinstance(control, list) else [control]
+    controls = tuple(_resolve_control(kit, c) for c in specs)
+    return Conditioning(init, strength, spec, pixel_mask, controls, width, height)
