@@ -340,7 +340,7 @@ class AttentionCapture:
             self._originals[name] = module.processor
             module.set_processor(CaptureProcessor(module.processor, name, self))
         self._hook = self.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True)
-        if self.prompts is not None and self.cond_only is None:
+        if self.cond_only is None and hasattr(self.prompts, "encode_pair"):
             self._watch_prompts()
         return self.maps
 
@@ -370,9 +370,13 @@ def capture_attention(
     keep_heads: bool = True,
     dtype: torch.dtype = torch.float32,
     cond_only: bool | None = None,
+    trace: Any = None,
 ) -> AttentionCapture:
-    """Capture the cross-attention of ``kit``'s UNet: ``with capture_attention(kit, ...) as maps: ...``."""
-    return AttentionCapture(
+    """Capture the cross-attention of ``kit``'s UNet: ``with capture_attention(kit, ...) as maps: ...``.
+
+    With ``trace`` (a ``sdkit.trace.Trace`` later passed to ``kit.generate(trace=...)``), the maps are also
+    stored as ``trace.attention``, so that they are saved with ``trace.to_tensors()``."""
+    capture = AttentionCapture(
         kit.denoiser.model.unet,
         layers=layers,
         steps=steps,
@@ -383,3 +387,6 @@ def capture_attention(
         prompts=getattr(kit, "prompts", None),
         factor=kit.vae.space.factor,
     )
+    if trace is not None:
+        trace.attention = capture.maps
+    return capture

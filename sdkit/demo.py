@@ -20,6 +20,39 @@ def embedded_available(name: str = "shapes") -> bool:
     return name in EMBEDDED and (EMBEDDED[name] / "model_index.json").is_file()
 
 
+# The issue's bars for a ControlNet that visibly steers the embedded model (measured by its training run).
+CONTROLNET_BARS = {"controlnet_depth": ("depth_iou", 0.5), "controlnet_pose": ("pose_coverage", 0.7)}
+
+
+def controlnet_trained(kit: Any, name: str) -> bool:
+    """Whether ``kit``'s ControlNet ``name`` met its bar when it was trained (metrics in the model's sdkit.json)."""
+    metric, bar = CONTROLNET_BARS[name]
+    return name in kit.extras and float(kit.info.get("metrics", {}).get(metric, 0.0)) >= bar
+
+
+def _tiny_folder() -> Path:
+    """The tiny random model's folder, written once per machine and reused by every notebook kernel.
+
+    It is built in a private temporary folder and renamed into place, so concurrent kernels never read a
+    half-written model (the loser of a race just discards its copy)."""
+    import os
+    import shutil
+
+    from sdkit import __version__
+    from sdkit.testing import save_tiny_model
+
+    folder = Path(tempfile.gettempdir()) / f"sdkit-demo-tiny-sd1-{__version__}"
+    if not (folder / "model_index.json").is_file():
+        staging = Path(tempfile.mkdtemp(prefix="sdkit-demo-")) / "model"
+        save_tiny_model(staging, "sd1")
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another kernel got there first
+            pass
+        shutil.rmtree(staging.parent, ignore_errors=True)
+    return folder
+
+
 def demo_kit(model: str = "shapes", *, size: int = 64, steps: int = 8, quiet: bool = False) -> Any:
     """Load ``model`` (any source ``sdkit.load`` takes). If it is an embedded model whose weights are not
     installed, build a tiny random SD1 model instead (once per session), with defaults of ``size`` pixels
@@ -30,11 +63,7 @@ def demo_kit(model: str = "shapes", *, size: int = 64, steps: int = 8, quiet: bo
     if model not in EMBEDDED or embedded_available(model):
         return sdkit.load(model)
     if "kit" not in _FALLBACK:
-        from sdkit.testing import save_tiny_model
-
-        folder = Path(tempfile.mkdtemp(prefix="sdkit-demo-")) / "tiny-random-sd1"
-        save_tiny_model(folder, "sd1")
-        kit = sdkit.load(str(folder))
+        kit = sdkit.load(str(_tiny_folder()))
         kit.defaults = replace(kit.defaults, width=size, height=size, steps=steps)
         _FALLBACK["kit"] = kit
     if not quiet:

@@ -104,9 +104,11 @@ class ScheduledCFG(CFG):
         super().__init__(model, schedule[0][1], uncond, scale, on_parts, **extra)
         self.schedule = schedule
         self.step = 0
+        self.entry = 0
+        self.advance(0)
 
     def advance(self, step: int) -> None:
-        from sdkit.text.prompt_syntax import schedule_at
-
+        """Use the schedule's entry for ``step`` (A1111's rule: the first entry whose end step >= step)."""
         self.step = step
-        self.cond = schedule_at(self.schedule, step)
+        self.entry = next((k for k, (end, _) in enumerate(self.schedule) if end >= step), len(self.schedule) - 1)
+        self.cond = self.schedule[self.entry][1]

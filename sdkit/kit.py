@@ -77,6 +77,7 @@ class Kit:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     extras: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # a model folder's sdkit.json (embedded model: its metrics)
     latent_space: LatentSpace | None = None  # the UNet's space; a swapped-in VAE must decode it
 
     # ------------------------------------------------------------------------------------- building
@@ -131,9 +132,20 @@ class Kit:
             )
         extras = {k: v for k, v in parts.items() if k.startswith("controlnet")}
         vae = VAE.from_diffusers(parts["vae"], family)
-        return cls(family, name, prompts, denoiser, vae, defaults, device, dtype, extras, latent_space=vae.space)
+        return cls(
+            family, name, prompts, denoiser, vae, defaults, device, dtype, extras,
+            info=dict(parts.get("sdkit", {})), latent_space=vae.space,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------------- generating
+    def _prompt_schedule(self, prompt: str, steps: int) -> list[tuple[int, Any]] | None:
+        """Prompt editing (``[a:b:0.5]``): ``[(end_step, cond), ...]``, or None for a plain prompt."""
+        from sdkit.text.prompt_syntax import prompt_schedule
+
+        if len(prompt_schedule(prompt, steps)) < 2:
+            return None
+        return self.prompts.encode_schedule(prompt, steps)
+
     def parameters(
         self,
         prompt: str,
@@ -252,6 +264,13 @@ class Kit:
         if conditioning is not None:
             params = conditioning.record(params)
         cond, uncond = self.prompts.encode_pair(params.prompt, params.negative_prompt)
+        schedule = self._prompt_schedule(params.prompt, params.steps)
+        if schedule is not None:
+            if conditioning is not None or self.family == "sdxl":
+                raise NotImplementedError("prompt: prompt editing ([a:b:0.5]) works in SD1/SD2 txt2img only for now")
+            chunks = max(schedule[0][1].embeds.shape[1], uncond.embeds.shape[1]) // 77
+            schedule = self.prompts.encode_schedule(params.prompt, params.steps, chunks=chunks)
+            uncond = self.prompts.encode(params.negative_prompt, chunks)
         if self.family == "sdxl":  # micro-conditioning time_ids (base: sizes, refiner: aesthetic score)
             from sdkit.sdxl import add_time_ids
 
@@ -283,7 +302,9 @@ class Kit:
                 latents = txt2img(
                     self.denoiser,
                     self.latent_space or self.vae.space,
-                    cond.to(self.device, self.dtype),
+                    cond.to(self.device, self.dtype)
+                    if schedule is None
+                    else [(end, c.to(self.device, self.dtype)) for end, c in schedule],
                     uncond.to(self.device, self.dtype),
                     sigmas=sigmas,
                     sampler=sampler_fn,
@@ -296,6 +317,7 @@ class Kit:
                     dtype=self.dtype,
                     on_step=on_step,
                     on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
+                    on_prompt=None if recorder is None else recorder.on_prompt,
                 )
                 image = self.vae.decode(latents)
         if bar is not None:

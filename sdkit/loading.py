@@ -86,7 +86,7 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
 
 
 # ------------------------------------------------------------------------------------------- models
-def _component(kind: str, folder: Path, name: str, **kwargs: Any) -> Any:
+def _component(folder: Path, name: str, **kwargs: Any) -> Any:
     library, cls_name = COMPONENT_CLASSES[name]
     module = __import__(library, fromlist=[cls_name])
     cls = getattr(module, cls_name)
@@ -103,13 +103,19 @@ def load_components(folder: str | Path) -> dict[str, Any]:
     parts: dict[str, Any] = {}
     for name in COMPONENT_CLASSES:
         if isinstance(index.get(name), list) and index[name][0] and (folder / name).is_dir():
-            parts[name] = _component("", folder, name)
+            parts[name] = _component(folder, name)
     if "unet" not in parts or "vae" not in parts:
         raise ModelLoadError(f"model: folder {folder} lacks a unet/ or vae/ component")
     parts["scheduler_config"] = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     parts["index"] = index
     extra = folder / "sdkit.json"
     parts["sdkit"] = json.loads(extra.read_text()) if extra.is_file() else {}
+    if "tokenizer" not in parts and parts["sdkit"].get("tokenizer") == "clip-vocabulary":
+        # The embedded model ships no 3.6 MB tokenizer.json: its tokenizer is the exact CLIP one, which sdkit
+        # builds from the vocabulary that open-clip-torch installs.
+        from sdkit.text.vocabulary import hf_clip_tokenizer
+
+        parts["tokenizer"] = hf_clip_tokenizer()
     for name in ("controlnet_depth", "controlnet_pose"):
         if (folder / name).is_dir():
             from diffusers import ControlNetModel

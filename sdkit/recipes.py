@@ -25,7 +25,7 @@ from sdkit.conditioners.controlnet import Control, controlled
 from sdkit.conditioners.masks import MaskedContent, fill_masked, latent_mask, masked, masked_image, paste_back
 from sdkit.conditioners.outpaint import extend_canvas
 from sdkit.denoisers import DiscreteDenoiser
-from sdkit.guidance import CFG, PartsHook
+from sdkit.guidance import CFG, PartsHook, ScheduledCFG
 from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
 from sdkit.noise import batch_seeds, noise_sampler_for, randn
@@ -36,10 +36,14 @@ from sdkit.vae import VAE
 StepHook = Callable[[Step], None]
 
 
+PromptSchedule = Sequence[tuple[int, TextConditioning]]
+"""Prompt editing: ``[(end_step, cond), ...]`` from ``PromptEncoder.encode_schedule``."""
+
+
 def txt2img(
     denoiser: ConditionalDenoiser,
     space: LatentSpace,
-    cond: TextConditioning,
+    cond: TextConditioning | PromptSchedule,
     uncond: TextConditioning,
     *,
     sigmas: Float[Tensor, " n1"],
@@ -53,15 +57,27 @@ def txt2img(
     dtype: torch.dtype = torch.float32,
     on_step: StepHook | None = None,
     on_cfg_parts: PartsHook | None = None,
+    on_prompt: Callable[[int, int], None] | None = None,
 ) -> Latents:
-    """Text to image: pure noise at ``sigmas[0]``, denoised step by step under classifier-free guidance."""
+    """Text to image: pure noise at ``sigmas[0]``, denoised step by step under classifier-free guidance.
+
+    ``cond`` may be a prompt schedule (prompt editing); ``on_prompt(step, entry)`` then reports which entry
+    each step used."""
     # 1. Starting noise: one seeded CPU generator per image, so image i of a batch equals seed + i alone.
     shape = (space.channels, height // space.factor, width // space.factor)
     x = randn(batch_seeds(seed, batch_size), shape, device=device, dtype=dtype) * sigmas[0].to(dtype)
     # 2. Guidance wraps the model: [uncond, cond] in one batch, mixed as uncond + scale * (cond - uncond).
-    guided = CFG(denoiser, cond.repeat(batch_size), uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
+    if isinstance(cond, TextConditioning):
+        guided = CFG(denoiser, cond.repeat(batch_size), uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
+    else:  # prompt editing: the conditioning switches between steps
+        entries = [(end, c.repeat(batch_size)) for end, c in cond]
+        guided = ScheduledCFG(denoiser, entries, uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
     # 3. The sampler walks the sigmas; stochastic samplers draw their step noise from seeded generators.
     for step in samplers.steps(sampler, guided, x, sigmas.to(device), noise_sampler=noise_sampler_for(seed, x)):
+        if isinstance(guided, ScheduledCFG):
+            if on_prompt is not None:
+                on_prompt(step.i, guided.entry)
+            guided.advance(step.i + 1)
         if on_step is not None:
             on_step(step)
         x = step.x_next

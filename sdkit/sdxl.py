@@ -29,7 +29,7 @@ from torch import Tensor
 from sdkit import samplers
 from sdkit.guidance import CFG
 from sdkit.latents import Latents
-from sdkit.noise import batch_seeds, noise_sampler_for, randn
+from sdkit.noise import SEED_LIMIT, batch_seeds, noise_sampler_for, randn
 from sdkit.types import ConditionalDenoiser, Sampler, Step, TextConditioning
 
 if TYPE_CHECKING:
@@ -193,7 +193,10 @@ def refine(
         raise ValueError(f"refine: latents are at sigma {latents.sigma:.6g} but the schedule starts at {start:.6g}")
     # 2. The refiner under CFG, with its own conditioning, walks the rest of the schedule.
     guided = CFG(denoiser, cond.repeat(b), uncond.repeat(b), cfg_scale)
-    for step in samplers.steps(sampler, guided, x, sigmas.to(x.device), noise_sampler=noise_sampler_for(seed, x)):
+    # Stochastic samplers: after a handoff, draw step noise from a stream the base (same seed) never used.
+    noise_seed = seed if latents.sigma is None else (seed + 2**62) % SEED_LIMIT
+    steps = samplers.steps(sampler, guided, x, sigmas.to(x.device), noise_sampler=noise_sampler_for(noise_seed, x))
+    for step in steps:
         if on_step is not None:
             on_step(step)
         x = step.x_next
@@ -262,7 +265,7 @@ def generate_refined(
         cond, uncond = add_time_ids(base.denoiser.model.unet, cond, uncond, w, h, micro)
         latents = txt2img(
             base.denoiser,
-            base.vae.space,
+            base.latent_space or base.vae.space,
             cond.to(base.device, base.dtype),
             uncond.to(base.device, base.dtype),
             sigmas=head,
@@ -296,10 +299,9 @@ def generate_refined(
         image = refiner.vae.decode(latents)
     note = refiner.vae.last_decode_note
     infotext = f"{params.infotext()}, Refiner: {refiner.name}, Refiner switch at: {denoising_end:g}"
-    gen = Generation(image.to_pil(), params.seed, infotext, params, latents=latents, trace=recorder)
-    if note and hasattr(gen, "notes"):
-        gen.notes.append(note)
-    return gen
+    return Generation(
+        image.to_pil(), params.seed, infotext, params, latents=latents, trace=recorder, notes=[note] if note else []
+    )
 
 
 def refine_image(

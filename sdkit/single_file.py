@@ -50,6 +50,10 @@ def load_single_file(path: Path, *, allow_pickle: bool = False, config: str | No
     parts = {name: getattr(pipe, name) for name in ("unet", "vae", "text_encoder", "tokenizer") if getattr(pipe, name)}
     if family == "sdxl":
         parts.update(text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2)
+        # as a folder's model_index.json would say: an empty negative prompt gives zero embeddings
+        parts["index"] = {
+            "force_zeros_for_empty_prompt": bool(getattr(pipe.config, "force_zeros_for_empty_prompt", True))
+        }
     parts["scheduler_config"] = dict(pipe.scheduler.config)
     parts["sdkit"] = {"family": family}
     return parts

@@ -83,10 +83,11 @@ def tiny_unet(family: Family = "sd1", seed: int = 0, in_channels: int = 4) -> An
         return UNet2DConditionModel(
             **common, cross_attention_dim=48, attention_head_dim=(2, 4), use_linear_projection=True
         )
-    # SDXL: concatenated text embeddings (32 + 32), pooled embedding (32) + 6 micro-conditioning numbers.
+    # SDXL: concatenated text embeddings (32 + 48; the encoders differ in width, as 768 and 1280 do, which is how
+    # diffusers' single-file loader tells them apart), pooled embedding (32) + 6 micro-conditioning numbers.
     return UNet2DConditionModel(
         **common,
-        cross_attention_dim=64,
+        cross_attention_dim=80,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -116,7 +117,7 @@ def tiny_components(family: Family = "sd1", seed: int = 0) -> dict[str, Any]:
     else:
         parts["text_encoder"] = CLIPTextModel(_text_config(32, gelu=False))
         parts["tokenizer"] = hf_clip_tokenizer()
-        parts["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(32, gelu=True, projection_dim=32))
+        parts["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(48, gelu=True, projection_dim=32))
         parts["tokenizer_2"] = hf_clip_tokenizer(pad_token="!")
         parts["vae"].register_to_config(scaling_factor=0.13025)  # SDXL's VAE scale
     parts["scheduler"] = EulerDiscreteScheduler(**scheduler)
@@ -174,6 +175,8 @@ def _unet_key(key: str, layers: int) -> str:
     head = parts[0]
     if head in ("conv_in",):
         return "input_blocks.0.0." + ".".join(parts[1:])
+    if head == "add_embedding":  # SDXL's pooled-text + time_ids embedding
+        return {"linear_1": "label_emb.0.0", "linear_2": "label_emb.0.2"}[parts[1]] + "." + ".".join(parts[2:])
     if head == "time_embedding":
         return {"linear_1": "time_embed.0", "linear_2": "time_embed.2"}[parts[1]] + "." + ".".join(parts[2:])
     if head == "conv_norm_out":
@@ -226,7 +229,7 @@ def _vae_key(key: str, n_blocks: int) -> str:
 
 
 def ldm_state_dict(parts: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """SD1 components as one LDM-layout state dict (``model.diffusion_model.*`` etc.)."""
+    """SD1 or SDXL components as one LDM-layout state dict (``model.diffusion_model.*`` etc.)."""
     unet, vae, text = parts["unet"], parts["vae"], parts["text_encoder"]
     layers = unet.config.layers_per_block
     out: dict[str, torch.Tensor] = {}
@@ -243,19 +246,45 @@ def ldm_state_dict(parts: dict[str, Any]) -> dict[str, torch.Tensor]:
         if "mid.attn_1." in key and v.ndim == 2:
             v = v[:, :, None, None]  # LDM's VAE attention uses 1x1 convolutions
         out["first_stage_model." + key] = v.clone()
+    sdxl = "text_encoder_2" in parts
+    prefix = "conditioner.embedders.0.transformer." if sdxl else "cond_stage_model.transformer."
     for k, v in text.state_dict().items():
         # Checkpoints keep the transformers 4 layout "text_model.*" (transformers >= 5.6 flattened it away).
         key = k if k.startswith("text_model.") else "text_model." + k
-        out["cond_stage_model.transformer." + key] = v.clone()
+        out[prefix + key] = v.clone()
+    if sdxl:
+        out.update(_openclip_state_dict(parts["text_encoder_2"], "conditioner.embedders.1.model."))
     return out
 
 
+def _openclip_state_dict(text_model: Any, prefix: str) -> dict[str, torch.Tensor]:
+    """A transformers CLIP text model in OpenCLIP's layout (SDXL's second encoder): ``resblocks``, fused
+    ``attn.in_proj_weight`` (q, k, v stacked), ``c_fc``/``c_proj``, and ``text_projection`` as ``x @ P``."""
+    sd = {k.removeprefix("text_model."): v for k, v in text_model.state_dict().items()}
+    out = {
+        prefix + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
+        prefix + "positional_embedding": sd["embeddings.position_embedding.weight"],
+        prefix + "ln_final.weight": sd["final_layer_norm.weight"],
+        prefix + "ln_final.bias": sd["final_layer_norm.bias"],
+        prefix + "text_projection": sd["text_projection.weight"].T,
+    }
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+    names["self_attn.out_proj"] = "attn.out_proj"
+    for i in range(text_model.config.num_hidden_layers):
+        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for p in ("weight", "bias"):
+            for ours, theirs in names.items():
+                out[f"{dst}{theirs}.{p}"] = sd[f"{src}{ours}.{p}"]
+            out[f"{dst}attn.in_proj_{p}"] = torch.cat([sd[f"{src}self_attn.{q}_proj.{p}"] for q in "qkv"])
+    return {k: v.clone().contiguous() for k, v in out.items()}
+
+
 def save_single_file(path: str | Path, family: Family = "sd1", seed: int = 0) -> Path:
-    """Tiny random SD1 components saved as one LDM-layout ``.safetensors`` checkpoint."""
+    """Tiny random SD1 or SDXL components saved as one LDM-layout ``.safetensors`` checkpoint."""
     from safetensors.torch import save_file
 
-    if family != "sd1":
-        raise ValueError(f"family: single-file test checkpoints are written for sd1 only, got {family!r}")
+    if family not in ("sd1", "sdxl"):
+        raise ValueError(f"family: single-file test checkpoints are written for sd1 and sdxl, got {family!r}")
     path = Path(path)
     save_file({k: v.contiguous() for k, v in ldm_state_dict(tiny_components(family, seed)).items()}, str(path))
     return path
@@ -274,13 +303,13 @@ def tiny_refiner_components(seed: int = 0) -> dict[str, Any]:
     base = tiny_components("sdxl", seed)
     torch.manual_seed(seed + 7)
     config = dict(base["unet"].config)
-    config.update(cross_attention_dim=32, projection_class_embeddings_input_dim=5 * 8 + 32)
+    config.update(cross_attention_dim=48, projection_class_embeddings_input_dim=5 * 8 + 32)
     unet = UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
     torch.manual_seed(seed + 8)
     parts: dict[str, Any] = {
         "unet": unet.eval(),
         "vae": base["vae"],
-        "text_encoder_2": CLIPTextModelWithProjection(_text_config(32, gelu=True, projection_dim=32)).eval(),
+        "text_encoder_2": CLIPTextModelWithProjection(_text_config(48, gelu=True, projection_dim=32)).eval(),
         "tokenizer_2": hf_clip_tokenizer(pad_token="!"),
         "scheduler": EulerDiscreteScheduler(**SCHEDULER_CONFIG),
     }

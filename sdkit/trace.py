@@ -51,6 +51,7 @@ class Trace:
     dtype: torch.dtype = torch.float32
     steps: list[Step] = field(default_factory=list)
     cfg_parts: list[CFGParts] = field(default_factory=list)
+    prompt_entries: list[int] = field(default_factory=list)  # prompt editing: schedule entry used per step
     space: LatentSpace | None = None
     attention: AttentionMaps | None = None
 
@@ -72,6 +73,10 @@ class Trace:
 
     def on_cfg_parts(self, sigma: Tensor, denoised_uncond: Tensor, denoised_cond: Tensor) -> None:
         self.cfg_parts.append(CFGParts(sigma.detach().cpu(), self._keep(denoised_uncond), self._keep(denoised_cond)))
+
+    def on_prompt(self, step: int, entry: int) -> None:
+        """Prompt editing: step ``step`` used entry ``entry`` of the prompt schedule."""
+        self.prompt_entries.append(entry)
 
     # ----------------------------------------------------------------------------------- reading
     def __len__(self) -> int:

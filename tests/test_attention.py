@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from sdkit.attention import AttentionMaps, CaptureProcessor, capture_attention, cross_attention_modules
+from sdkit.attention import CaptureProcessor, capture_attention, cross_attention_modules
 
 SMALL = dict(width=64, height=48, steps=3, seed=3, cfg=6.0)
 PROMPT = "a red circle on a blue square"
@@ -126,9 +126,14 @@ def test_daam_aggregation_and_word_maps(tiny_sd1_kit):
 
 
 def test_maps_round_trip_through_tensors(tiny_sd1_kit):
-    with capture_attention(tiny_sd1_kit, steps=[2]) as maps:
-        tiny_sd1_kit.generate(PROMPT, **SMALL)
-    back = AttentionMaps.from_tensors(maps.to_tensors())
+    from sdkit.trace import Trace
+
+    trace = Trace()
+    with capture_attention(tiny_sd1_kit, steps=[2], trace=trace) as maps:
+        tiny_sd1_kit.generate(PROMPT, trace=trace, **SMALL)
+    assert trace.attention is maps and len(maps) == 4
+    back = Trace.from_tensors(trace.to_tensors()).attention
+    assert back is not None
     assert back.sizes == maps.sizes and back.latent_size == maps.latent_size and back.sigmas == maps.sigmas
     assert all(torch.equal(back.probs[k], v) for k, v in maps.probs.items())
 

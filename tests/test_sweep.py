@@ -108,3 +108,13 @@ def test_bad_axes_are_refused(tiny_sd1_kit):
         sweep(tiny_sd1_kit, "a", x=("batch_size", [1, 2]))
     with pytest.raises(ValueError, match="given twice"):
         sweep(tiny_sd1_kit, "a", x=("cfg", [1, 2]), cfg=3)
+
+
+def test_sweep_widget_runs_headless(tiny_sd1_kit):
+    from sdkit.viz.widgets import sweep_widget
+
+    sw = sweep_widget(tiny_sd1_kit, "a cat", steps=2, width=32, height=32)
+    progress = []
+    grid = sw.run([1.0, 5.0], [1, 2, 3], progress=lambda done, total: progress.append((done, total)))
+    assert grid.shape == (3, 2) and progress == [(1, 1)]
+    assert len(sw.widget.children) == 4

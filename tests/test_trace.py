@@ -81,3 +81,19 @@ def test_plot_shows_one_preview_per_step_and_row(traced, tiny_sd1_kit):
     generated = torch.from_numpy(np.array(traced.images[0])).permute(2, 0, 1).float() / 255
     assert (final - generated).abs().max() <= 1 / 255 + 1e-6
     assert len(trace.plot(tiny_sd1_kit.vae, max_columns=2).axes) == 2 * 2
+
+
+def test_explorer_logic_and_headless_widget(tiny_sd1_kit):
+    from sdkit.viz.widgets import explorer
+
+    ex = explorer(tiny_sd1_kit, prompt="a red circle", steps=3, seed=7, cfg=5.0, width=64, height=64)
+    seen = []
+    gen = ex.run(progress=seen.append)
+    assert seen == [1, 2, 3] and len(gen.trace) == 3
+    single = tiny_sd1_kit.generate("a red circle", seed=7, steps=3, cfg=5.0, width=64, height=64)
+    assert torch.equal(gen.latents.tensor, single.latents.tensor)
+    assert ex.frame(None) is gen.images[0] and ex.frame(1).size == gen.images[0].size
+    widget = ex.widget  # built without a frontend: harmless
+    assert len(widget.children) == 4
+    with pytest.raises(TypeError, match="unknown setting"):
+        ex.run(guidance=3)

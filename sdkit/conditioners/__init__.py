@@ -5,6 +5,7 @@ Each conditioner turns what a user holds (a PIL image, an array, OpenPose JSON) 
 """
 
 from sdkit.conditioners.controlnet import Control, ControlledDenoiser, as_control, controlled, load_controlnet
+from sdkit.conditioners.depth import MidasDepth, depth_image
 from sdkit.conditioners.image_input import InitImage, SizePolicy, as_image, fit_size, to_image
 from sdkit.conditioners.masks import (
     Mask,
@@ -17,6 +18,7 @@ from sdkit.conditioners.masks import (
     prepare_mask,
 )
 from sdkit.conditioners.outpaint import Canvas, extend_canvas
+from sdkit.conditioners.pose import Pose, openpose_image, parse_openpose, pose_editor, pose_image, render_pose
 
 __all__ = [
     "Canvas",
@@ -25,18 +27,26 @@ __all__ = [
     "InitImage",
     "Mask",
     "MaskedContent",
+    "MidasDepth",
+    "Pose",
     "SizePolicy",
     "as_control",
     "as_image",
     "as_mask",
     "controlled",
+    "depth_image",
     "extend_canvas",
     "fill_masked",
     "fit_size",
     "latent_mask",
     "load_controlnet",
     "masked",
+    "openpose_image",
+    "parse_openpose",
     "paste_back",
+    "pose_editor",
+    "pose_image",
     "prepare_mask",
+    "render_pose",
     "to_image",
 ]

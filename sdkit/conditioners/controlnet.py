@@ -36,6 +36,7 @@ class Control:
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    label: str = ""  # the name infotext records; by default the key or folder the model came from
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.start <= self.end <= 1.0:
@@ -44,8 +45,8 @@ class Control:
     @property
     def name(self) -> str:
         model = self.model
-        if isinstance(model, str):
-            return model
+        if self.label or isinstance(model, str):
+            return self.label or model
         path = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
         return path.rstrip("/").split("/")[-1] or type(model).__name__
 
@@ -88,10 +89,7 @@ class ControlledUNet:
 
     def __init__(self, unet: Any, nets: Sequence[Any], images: Sequence[Tensor]) -> None:
         self.unet, self.nets, self.images = unet, list(nets), list(images)
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.unet.in_channels)
+        self.in_channels = int(unet.in_channels)
 
     def __call__(
         self,

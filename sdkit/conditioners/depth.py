@@ -22,22 +22,27 @@ from sdkit.image import Image
 
 
 def depth_values(depth: Any) -> Float[Tensor, "b 1 h w"]:
-    """Raw depth values as float, without guessing a scale: PIL ``L`` (8-bit), ``I;16``/``I`` (16/32-bit),
-    ``F``; an RGB map is read by its channel mean; numpy / torch arrays ``[h, w]`` or ``[b, 1, h, w]``."""
+    """Depth as float in [0, 1] by its container's bit depth (never by its values): PIL ``L`` / uint8 / 255,
+    ``I;16`` / ``I`` / uint16 / 65535, float (``F``, float arrays and tensors) as is; an RGB map is read by
+    its channel mean. Arrays may be ``[h, w]``, ``[c, h, w]`` or ``[b, c, h, w]``."""
     if isinstance(depth, PILImage.Image):
         depth = ImageOps.exif_transpose(depth) or depth
-        if depth.mode in ("I;16", "I;16B", "I;16L", "I", "F", "L"):
-            a = np.asarray(depth, dtype=np.float32)
+        if depth.mode in ("I;16", "I;16B", "I;16L", "I"):
+            a = np.asarray(depth, dtype=np.float32) / 65535.0
+        elif depth.mode in ("F", "L"):
+            a = np.asarray(depth, dtype=np.float32) / (255.0 if depth.mode == "L" else 1.0)
         else:
-            a = np.asarray(depth.convert("RGB"), dtype=np.float32).mean(axis=2)
+            a = np.asarray(depth.convert("RGB"), dtype=np.float32).mean(axis=2) / 255.0
         return torch.from_numpy(a.copy())[None, None]
     if isinstance(depth, Image):
         return depth.tensor.mean(dim=1, keepdim=True)
     if isinstance(depth, np.ndarray):
-        depth = torch.from_numpy(np.ascontiguousarray(depth).astype(np.float32))
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(depth.dtype, 1.0)
+        depth = torch.from_numpy(np.ascontiguousarray(depth).astype(np.float32) / scale)
     if not isinstance(depth, Tensor):
         raise TypeError(f"depth must be a PIL image, numpy array or torch tensor, got {type(depth).__name__}")
-    t = depth.detach().float().cpu()
+    t = depth.detach().cpu()
+    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
     if t.ndim == 2:
         t = t[None, None]
     elif t.ndim == 3:

@@ -63,7 +63,8 @@ class Conditioning:
         """Run the recipe these inputs call for; returns the final latents (None after a paste-back) and pixels."""
         from sdkit import recipes
 
-        run_sigmas = sigmas if self.init is None else strength_sigmas(sigmas, self.strength or 0.0)
+        strength = 1.0 if self.strength is None else self.strength
+        run_sigmas = sigmas if self.init is None else strength_sigmas(sigmas, strength)
         size = (params.width, params.height)
         denoiser: Any = kit.denoiser
         if self.controls and run_sigmas.shape[0] >= 2:
@@ -86,7 +87,7 @@ class Conditioning:
             return latents, kit.vae.decode(latents)
         if self.pixel_mask is None:
             latents = recipes.img2img(
-                denoiser, kit.vae, self.init, cond, uncond, sigmas=sigmas, strength=self.strength, **common
+                denoiser, kit.vae, self.init, cond, uncond, sigmas=sigmas, strength=strength, **common
             )
             return latents, kit.vae.decode(latents)
         assert self.mask is not None
@@ -98,7 +99,7 @@ class Conditioning:
             cond,
             uncond,
             sigmas=sigmas,
-            strength=self.strength,
+            strength=strength,
             content=self.mask.content,
             **common,
         )
@@ -107,14 +108,15 @@ class Conditioning:
 
 def _resolve_control(kit: Kit, spec: Any) -> Control:
     control = as_control(spec)
-    model = control.model
+    model, label = control.model, control.label
     if isinstance(model, str):
+        label = label or model
         model = kit.extras[model] if model in kit.extras else load_controlnet(model, device=kit.device, dtype=kit.dtype)
     elif isinstance(model, torch.nn.Module):
         model.to(device=kit.device, dtype=kit.dtype)
     else:
         raise TypeError(f"control model must be a ControlNetModel, a kit.extras key or a source, got {type(model)}")
-    return replace(control, model=model)
+    return replace(control, model=model, label=label)
 
 
 def resolve_conditioning(

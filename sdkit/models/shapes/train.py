@@ -62,6 +62,8 @@ class Config:
     eval_n: int = 0  # prompts for the end-of-stage evaluation; 0: 256 on CUDA, 16 on CPU
     log_every: int = 100
     checkpoint_every_s: float = 120.0
+    init_from: str = ""  # an exported model folder: continue its UNet + text encoder training from there
+    skip_controlnet: bool = False  # stop after the UNet stage (keeps ControlNets loaded by init_from)
 
 
 def _batch_sizes(cfg: Config) -> dict[str, int]:
@@ -154,6 +156,30 @@ class Trainer:
         self.pools: dict[str, ScenePool] = {}
         self.last_ckpt = time.monotonic()
         self.log_file = open(self.out / "train.log", "a")  # noqa: SIM115 - lives as long as the trainer
+        if cfg.init_from:
+            self.load_exported(Path(cfg.init_from))
+
+    def load_exported(self, folder: Path) -> None:
+        """Start from an exported model (e.g. a shorter earlier run): its VAE is kept frozen, training resumes
+        at the UNet stage with fresh optimizer state."""
+        from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        f32 = torch.float32
+        self.vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=f32).to(self.device)
+        self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=f32).to(self.device)
+        self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=f32).to(self.device)
+        for name in ("depth", "pose"):
+            if (folder / f"controlnet_{name}").is_dir():
+                cn = ControlNetModel.from_pretrained(folder / f"controlnet_{name}", torch_dtype=f32)
+                self.controlnets[name] = cn.to(self.device)
+        info = json.loads((folder / "sdkit.json").read_text())
+        self.latent_scale = float(info["latent_scale"])
+        self.metrics = {k: v for k, v in info.get("metrics", {}).items() if k.startswith("vae_")}
+        self.metrics["init_unet_steps"] = info.get("metrics", {}).get("unet_steps", 0)
+        self.vae.eval().requires_grad_(False)
+        self.stage, self.step = "unet", 0
+        self.log(f"initialised from {folder} (latent scale {self.latent_scale:.4f})")
 
     # ------------------------------------------------------------------------------------------ utilities
     def log(self, msg: str) -> None:
@@ -199,7 +225,7 @@ class Trainer:
             return math.inf
         reserve = 10 + 0.05 * self.cfg.time_budget_s  # final export and evaluation
         end = self.t0 + self.cfg.time_budget_s - reserve
-        left = STAGES[STAGES.index(stage) :]
+        left = [s for s in STAGES[STAGES.index(stage) :] if not (s == "controlnet" and self.cfg.skip_controlnet)]
         share = TIME_SHARE[stage] / sum(TIME_SHARE[s] for s in left)
         now = time.monotonic()
         return now + max(0.0, end - now) * share
@@ -442,6 +468,8 @@ class Trainer:
                     m.eval().requires_grad_(False)
                 self.evaluate(control=True)
             self.stage = STAGES[STAGES.index(stage) + 1] if stage != "controlnet" else "done"
+            if self.stage == "controlnet" and self.cfg.skip_controlnet:
+                self.stage = "done"
             self.step, self.opt = 0, None
             self.save_checkpoint()
             self.export()
@@ -453,10 +481,11 @@ def main(argv: list[str] | None = None) -> None:
     defaults = Config(out="")
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt, train.log and model/")
     for name, value in asdict(defaults).items():
-        if name in ("out", "resume"):
+        if name in ("out", "resume", "skip_controlnet"):
             continue
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--skip-controlnet", action="store_true", help="stop after the UNet stage")
     cfg = Config(**vars(parser.parse_args(argv)))
     Trainer(cfg).run()
 

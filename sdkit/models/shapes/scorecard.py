@@ -1,0 +1,63 @@
+"""The embedded model's scorecard: prompt following measured by the evaluator, as issue 5 defines it.
+
+    python -m sdkit.models.shapes.scorecard            # 200 single-object + 200 two-object prompts, CFG 7.5 and 1
+
+Prompts are full captions of random scenes of the world ("a large red circle on the left, yellow
+background"); prompt ``i`` is generated with seed ``seed + i``, 20 Euler steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from sdkit.models.shapes import evaluate, world
+
+KEYS = ("color", "shape", "size", "position", "background", "two_objects", "all")
+
+
+def scorecard(
+    kit: Any,
+    *,
+    n: int = 200,
+    objects: int = 1,
+    cfg: float = 7.5,
+    steps: int = 20,
+    seed: int = 0,
+    sampler: str = "euler",
+) -> dict[str, float]:
+    """Accuracies of ``kit`` on ``n`` random full-caption prompts with ``objects`` (1 or 2) things each."""
+    scenes = world.sample_scenes(n, seed, person_fraction=0.0, two_fraction=float(objects == 2), full_caption=True)
+    images = []
+    for i, scene in enumerate(tqdm(scenes, desc=f"{objects} object(s), cfg {cfg:g}", leave=False)):
+        images += kit.generate(world.caption(scene), seed=seed + i, steps=steps, cfg=cfg, sampler=sampler).images
+    result = evaluate.evaluate(images, scenes)
+    return {k: round(float(result[k]), 4) for k in KEYS if k in result}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sdkit
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="shapes")
+    p.add_argument("-n", type=int, default=200)
+    p.add_argument("--cfg", type=float, nargs="+", default=[7.5, 1.0])
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    kit = sdkit.load(args.model)
+    rows = []
+    t0 = time.perf_counter()
+    for cfg in args.cfg:
+        for objects in (1, 2):
+            row = scorecard(kit, n=args.n, objects=objects, cfg=cfg, seed=args.seed)
+            rows.append({"objects": objects, "cfg": cfg, **row})
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"# {len(rows) * args.n} images in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

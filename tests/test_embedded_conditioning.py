@@ -1,0 +1,89 @@
+"""Measured effect of image conditioning on the embedded "shapes" model: inpainting "a green square" puts
+green in the hole, and the depth / pose ControlNets move the object / figure to where their control image
+puts it. They run on the weights that ship in the package (marker ``embedded``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+# The shipped weights do not reach these yet (issue 5): the ControlNets trained for 616 GPU steps have
+# near-zero output convolutions (no visible effect), and the UNet confuses red with orange. strict=True makes
+# CI fail as soon as a retrained model passes, so the marker is removed then.
+KNOWN_SHORTFALL = pytest.mark.xfail(strict=True, reason="embedded model undertrained: see the README's table")
+pytestmark = [pytest.mark.embedded, KNOWN_SHORTFALL]
+
+YELLOW = (245, 220, 40)  # the shapes world's palette (sdkit.models.shapes.captions.COLORS)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    import sdkit
+
+    return sdkit.load("shapes")
+
+
+def centroid_x(image, color, tolerance: float = 80.0) -> float:
+    """Mean x of the pixels near ``color`` (Euclidean distance in RGB)."""
+    a = np.asarray(image).astype(np.float32)
+    near = np.linalg.norm(a - np.array(color, np.float32), axis=2) < tolerance
+    assert near.sum() >= 10, f"too few pixels of colour {color} ({near.sum()})"
+    return float(np.nonzero(near)[1].mean())
+
+
+def hole_colour(shapes, prompt: str, seed: int) -> str:
+    """Inpaint the centre of a plain yellow picture; the palette colour nearest to the hole's mean."""
+    from sdkit.models.shapes.captions import COLORS
+
+    init = np.zeros((64, 64, 3), np.uint8) + np.array(YELLOW, np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[20:44, 20:44] = True
+    out = np.asarray(shapes.generate(prompt, init_image=init, mask=mask, seed=seed).images[0]).astype(np.float32)
+    grown = torch.nn.functional.max_pool2d(torch.from_numpy(mask).float()[None, None], 25, 1, 12)[0, 0] > 0
+    keep = ~grown.numpy()  # beyond the default mask blur's reach (4 px * 3)
+    assert np.array_equal(out[keep], init[keep].astype(np.float32))  # outside: untouched
+    hole = out[26:38, 26:38].reshape(-1, 3).mean(0)
+    distances = {name: float(np.linalg.norm(hole - np.array(rgb))) for name, rgb in COLORS.items()}
+    return min(distances, key=distances.__getitem__)
+
+
+def test_inpainting_a_green_square_puts_green_in_the_hole(shapes):
+    green = [hole_colour(shapes, "a large green square in the center, yellow background", s) for s in range(4)]
+    red = [hole_colour(shapes, "a large red square in the center, yellow background", s) for s in range(4)]
+    assert green.count("green") >= 3, green
+    assert red.count("green") <= 1 and red.count("red") >= 3, red  # the colour follows the prompt
+
+
+def test_depth_controlnet_moves_the_object(shapes):
+    from sdkit.models.shapes.world import Scene, Thing, render_depth
+
+    assert "controlnet_depth" in shapes.extras
+    xs = {}
+    for side, x in (("left", 16.0), ("right", 48.0)):
+        disc = Thing("circle", "red", "large", side, x, 32.0, 11.0, 0.3)
+        depth = render_depth([Scene((disc,), "yellow")])[0]
+        gens = [
+            shapes.generate("a large red circle, yellow background", control=("controlnet_depth", depth), seed=s)
+            for s in range(3)
+        ]
+        xs[side] = np.mean([centroid_x(g.images[0], (225, 35, 35)) for g in gens])
+    assert xs["left"] < 26 < 38 < xs["right"], xs
+
+
+def test_pose_controlnet_moves_the_figure(shapes):
+    import random
+
+    from sdkit.models.shapes import world
+
+    assert "controlnet_pose" in shapes.extras
+    xs = {}
+    for side, x in (("left", 18.0), ("right", 46.0)):
+        keypoints = world._person_keypoints(random.Random(0), x, 32.0, world.PERSON_RADIUS["large"])
+        skeleton = world.render_pose(torch.tensor([keypoints]))[0]
+        gens = [
+            shapes.generate("a large blue person, yellow background", control=("controlnet_pose", skeleton), seed=s)
+            for s in range(3)
+        ]
+        xs[side] = np.mean([centroid_x(g.images[0], (40, 75, 225)) for g in gens])
+    assert xs["left"] < 28 < 36 < xs["right"], xs
