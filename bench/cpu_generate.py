@@ -41,7 +41,7 @@ def main() -> None:
     kit = sdkit.load(args.model)
     size, prompt = kit.defaults.width, "a large red circle on the left, yellow background"
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="linspace"
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="linspace", steps_offset=1
     )
     pipe = StableDiffusionPipeline(
         vae=kit.vae.model,
