@@ -56,6 +56,8 @@ def _precheck(args: argparse.Namespace) -> None:
 
     from sdkit.noise import check_seed
 
+    if not args.prompt.strip():
+        raise ValueError(f"prompt must not be empty, got {args.prompt!r}")
     check_seed(args.seed)
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")

@@ -8,6 +8,7 @@ Everything model-specific happens here, once: the sigma <-> timestep mapping, th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import torch
@@ -64,8 +65,19 @@ class DiscreteSchedule:
     def num_timesteps(self) -> int:
         return int(self.alphas_cumprod.shape[0])
 
-    def _table(self) -> Tensor:
-        return self.sigmas.log() if self.interpolation == "log" else self.sigmas
+    @cached_property
+    def _tables(self) -> dict[torch.device, Tensor]:
+        """The interpolation table per device, built once: ``sigma_to_t`` runs at every model call."""
+        return {}
+
+    def _table(self, device: torch.device | None = None) -> Tensor:
+        """Sigmas (or log-sigmas) in float64 on ``device`` (default CPU), cached."""
+        device = torch.device("cpu") if device is None else device
+        table = self._tables.get(device)
+        if table is None:
+            table = (self.sigmas.log() if self.interpolation == "log" else self.sigmas).to(device)
+            self._tables[device] = table
+        return table
 
     def t_to_sigma(self, t: Tensor | float) -> Tensor:
         t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.num_timesteps - 1)
@@ -76,8 +88,12 @@ class DiscreteSchedule:
         return v.exp() if self.interpolation == "log" else v
 
     def sigma_to_t(self, sigma: Tensor | float) -> Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float64)
-        table = self._table()
+        """Fractional timesteps (float64) on the device of ``sigma``, so the sampling loop never waits for the
+        device (MPS has no float64: there the map runs on the CPU)."""
+        sigma = sigma if isinstance(sigma, Tensor) else torch.as_tensor(sigma, dtype=torch.float64)
+        device = torch.device("cpu") if sigma.device.type == "mps" else sigma.device
+        sigma = sigma.to(device=device, dtype=torch.float64)
+        table = self._table(device)
         v = sigma.clamp_min(1e-10).log() if self.interpolation == "log" else sigma
         v = v.clamp(table[0], table[-1])
         hi = torch.searchsorted(table, v.reshape(-1)).clamp(1, self.num_timesteps - 1).reshape(v.shape)
@@ -129,7 +145,7 @@ class DiscreteDenoiser:
         x_in = x * c_in
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
-        t = self.schedule.sigma_to_t(sigma.detach().double().cpu()).to(device=x.device, dtype=torch.float32)
+        t = self.schedule.sigma_to_t(sigma.detach()).to(device=x.device, dtype=torch.float32)
         out = self.model(x_in, t, cond, **extra)
         if self.prediction_type == "epsilon":
             return x - s * out

@@ -59,13 +59,22 @@ class CFG:
         self.scale = check_cfg_scale(scale)
         self.on_parts = on_parts
         self.extra = extra
+        self._batched: tuple[Any, ...] = ()
+
+    def _both(self) -> tuple[TextConditioning, dict[str, Any]]:
+        """``[uncond, cond]`` and the doubled extras, built once per (uncond, cond, extra), not at every step."""
+        key = (self.uncond, self.cond, self.extra)
+        if not self._batched or any(a is not b for a, b in zip(self._batched[:3], key, strict=True)):
+            both = TextConditioning.cat([self.uncond, self.cond])
+            extra = {k: torch.cat([v, v]) if isinstance(v, Tensor) else v for k, v in self.extra.items()}
+            self._batched = (*key, both, extra)
+        return self._batched[3], self._batched[4]
 
     def __call__(self, x: Float[Tensor, "b c h w"], sigma: Float[Tensor, " b"]) -> Float[Tensor, "b c h w"]:
         sigma = sigma.reshape(-1).expand(x.shape[0]) if sigma.numel() == 1 else sigma
         if self.scale == 1.0 and self.on_parts is None:
             return self.model(x, sigma, self.cond, **self.extra)
-        both = TextConditioning.cat([self.uncond, self.cond])
-        extra = {k: torch.cat([v, v]) if isinstance(v, Tensor) else v for k, v in self.extra.items()}
+        both, extra = self._both()
         d_uncond, d_cond = self.model(torch.cat([x, x]), torch.cat([sigma, sigma]), both, **extra).chunk(2)
         if self.on_parts is not None:
             self.on_parts(sigma, d_uncond, d_cond)

@@ -81,12 +81,15 @@ class Image:
 def to_rgb_array(image: PILImage.Image) -> np.ndarray:
     """float32 ``[h, w, 3]`` in [0, 1] from any PIL image (orientation, alpha, palette and bit depth handled)."""
     image = ImageOps.exif_transpose(image) or image
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha: un-premultiply first (PIL converts only to LA / RGBA)
+        image = image.convert(image.mode.upper())
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(image, dtype=np.float32)
         a = a / (65535.0 if a.max() > 255 else 255.0)
         return np.repeat(a[:, :, None], 3, axis=2).clip(0, 1)
-    if image.mode == "F":
+    if image.mode == "F":  # [0, 1] as is; PIL's own convert("F") gives [0, 255]
         a = np.asarray(image, dtype=np.float32)
+        a = a / 255.0 if a.size and a.max() > 1 else a
         return np.repeat(a[:, :, None], 3, axis=2).clip(0, 1)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

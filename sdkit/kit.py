@@ -8,6 +8,8 @@ Every attribute is a plain sdkit object a notebook can use or swap on its own (`
 from __future__ import annotations
 
 import math
+import numbers
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +27,8 @@ from sdkit.types import Sampler, Step
 from sdkit.unet import UNetPredictor
 from sdkit.vae import VAE
 
-MAX_PIXELS = 4096 * 4096
+MAX_PIXELS = 4096 * 4096  # per image; a batch may hold 4x that
+MAX_STEPS = 10_000
 
 
 @dataclass
@@ -51,10 +54,18 @@ class Generation:
         return Image.from_pil(self.images)._repr_png_()
 
 
-def _positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+def _positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
+    return int(value)
+
+
+def decode_memory_gib(width: int, height: int, batch_size: int = 1) -> float:
+    """A rough float32 estimate of a plain (untiled) SD VAE decode: about four 128-channel full-size activations."""
+    return 128 * 4 * 4 * width * height * batch_size / 2**30
 
 
 def _check_size(name: str, value: Any, factor: int) -> int:
@@ -171,15 +182,26 @@ class Kit:
             if not isinstance(text, str):
                 raise TypeError(f"{pname} must be a str, got {type(text).__name__}")
         check_seed(seed)
-        steps = _positive_int("steps", d.steps if steps is None else steps)
+        steps = _positive_int("steps", d.steps if steps is None else steps, maximum=MAX_STEPS)
         cfg = d.cfg if cfg is None else cfg
-        if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg):
+        if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real):
+            raise TypeError(f"cfg must be a finite number, got {type(cfg).__name__} {cfg!r}")
+        if not math.isfinite(cfg):
             raise ValueError(f"cfg must be a finite number, got {cfg!r}")
         width = _check_size("width", d.width if width is None else width, self.vae.space.factor)
         height = _check_size("height", d.height if height is None else height, self.vae.space.factor)
         if width * height > MAX_PIXELS:
-            raise ValueError(f"width x height must be at most {MAX_PIXELS} pixels, got {width}x{height}")
+            raise ValueError(
+                f"width x height must be at most {MAX_PIXELS} pixels (4096x4096), got {width}x{height}, whose "
+                f"decode needs about {decode_memory_gib(width, height):.0f} GiB"
+            )
         batch_size = _positive_int("batch_size", batch_size)
+        if batch_size * width * height > 4 * MAX_PIXELS:
+            raise ValueError(
+                f"batch_size x width x height must be at most {4 * MAX_PIXELS} pixels, got {batch_size} x "
+                f"{width}x{height} (a decode of about {decode_memory_gib(width, height, batch_size):.0f} GiB); "
+                "generate in several calls"
+            )
         sampler = d.sampler if sampler is None else sampler
         schedule_name = d.schedule if schedule is None else schedule
         if isinstance(sampler, str):
@@ -194,7 +216,12 @@ class Kit:
             sampler_name, sampler_fn = getattr(sampler, "__name__", "custom"), sampler
         else:
             raise TypeError(f"sampler must be a name or a sampler function, got {type(sampler).__name__}")
-        sigmas = make_sigmas(schedule_name, steps, self.denoiser.schedule, family=self.family)
+        try:
+            sigmas = make_sigmas(schedule_name, steps, self.denoiser.schedule, family=self.family)
+        except (ValueError, TypeError) as e:
+            if "schedule" in str(e):
+                raise
+            raise type(e)(f"schedule: {e}") from None
         custom = isinstance(schedule_name, Tensor)
         if custom:
             steps = int(sigmas.shape[0]) - 1
@@ -239,6 +266,11 @@ class Kit:
         and ``control`` (ControlNets, see ``sdkit.conditioners``); parameters left out take the family's defaults."""
         from sdkit.recipes import txt2img
 
+        for pname, size in (("width", width), ("height", height)):
+            if size is not None:
+                _check_size(pname, size, self.vae.space.factor)
+        if not isinstance(trace, (bool, Trace)):
+            raise TypeError(f"trace must be a bool or a sdkit.trace.Trace, got {type(trace).__name__}")
         conditioning = None
         if any(v is not None for v in (init_image, strength, mask, control)):
             from sdkit.conditioners.generate import resolve_conditioning
@@ -281,12 +313,15 @@ class Kit:
         bar = _progress_bar(params.steps) if progress else None
 
         def on_step(step: Step) -> None:
+            check_finite_step(step)
             if recorder is not None:
                 recorder.on_step(step)
             if bar is not None:
                 bar.update(1)
 
-        with torch.no_grad():
+        # an interrupt (KeyboardInterrupt in a notebook) or error mid-run leaves no state behind: the models are
+        # only read, no_grad and the progress bar are closed on the way out
+        with torch.no_grad(), closing(bar) if bar is not None else nullcontext():
             if conditioning is not None:
                 latents, image = conditioning.run(
                     self,
@@ -320,8 +355,6 @@ class Kit:
                     on_prompt=None if recorder is None else recorder.on_prompt,
                 )
                 image = self.vae.decode(latents)
-        if bar is not None:
-            bar.close()
         return Generation(
             images=image.to_pil(),
             seed=params.seed,
@@ -331,6 +364,19 @@ class Kit:
             trace=recorder,
             notes=[self.vae.last_decode_note] if self.vae.last_decode_note else [],
         )
+
+
+def check_finite_step(step: Step) -> None:
+    """Raise ``FloatingPointError`` naming the step (and whether the denoiser or the update) where NaN/inf appear."""
+    if bool(torch.isfinite(step.x_next).all()):
+        return
+    where = "the denoiser's estimate" if not bool(torch.isfinite(step.denoised).all()) else "the sampler's update"
+    if not bool(torch.isfinite(step.x).all()):
+        where = "the step's input"
+    raise FloatingPointError(
+        f"sampling produced non-finite latents (NaN/inf) at step {step.i} (sigma {step.sigma:.4g} -> "
+        f"{step.sigma_next:.4g}), first in {where}; check the model weights, cfg and dtype (fp16 overflow?)"
+    )
 
 
 def _progress_bar(total: int) -> Any:

@@ -3,7 +3,11 @@ writing images with their parameters. Nothing else in sdkit opens files or the n
 
 Formats are recognised by their first bytes, never by the extension: safetensors is the default;
 pickles (``.ckpt``/``.pt``/``.bin``, plain or inside a zip) can run code when unpickled, so they are refused
-unless the caller opts in, and then loaded with ``weights_only=True`` passed explicitly.
+unless the caller opts in, and then loaded with ``weights_only=True`` passed explicitly (torch then ignores
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``). Diffusers folders get the same rule (``check_weights_folder``): a component
+whose weights are pickles is refused without the opt-in, and with it each pickle is first read weights-only by
+sdkit, so a payload is refused before diffusers or transformers open the file. Annotators (MiDaS) load through
+``read_state_dict`` too. Loaded weights that are not finite are reported (a warning naming the component).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import struct
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
     from sdkit.vae import VAE
 
 FileFormat = Literal["safetensors", "pickle", "zip", "unknown"]
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".pkl")
 EMBEDDED = {"shapes": Path(__file__).parent / "models" / "shapes" / "weights"}
 COMPONENT_CLASSES = {
     "unet": ("diffusers", "UNet2DConditionModel"),
@@ -78,22 +84,86 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
         try:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ModelLoadError(f"model: {path} could not be loaded safely with weights_only=True ({e})") from None
+            # torch's message spans many lines (and suggests weights_only=False): keep the line that says why
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            why = next((ln for ln in lines if ln.startswith(("Unsupported", "Trying to"))), lines[0] if lines else "")
+            raise ModelLoadError(
+                f"model: {path} could not be loaded safely with weights_only=True (it holds more than tensors, "
+                f"or is not a torch checkpoint: {type(e).__name__}: {why[:200]})"
+            ) from None
         if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
             data = data["state_dict"]
         return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
     raise ModelLoadError(f"model: {path} is not a safetensors or checkpoint file (unrecognised header)")
 
 
+def check_safetensors(path: Path) -> None:
+    """Read a safetensors header only, checking that the data it describes is all there (not truncated)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except Exception as e:
+        raise ModelLoadError(f"model: {path} is not a readable safetensors file ({e})") from None
+
+
+def check_weights_folder(folder: Path, *, allow_pickle: bool = False) -> bool | None:
+    """Guard a component folder before ``from_pretrained`` opens it; returns its ``use_safetensors`` argument.
+
+    A ``.safetensors`` file whose first bytes say otherwise is refused. Without safetensors weights, pickled
+    weights (``.bin``/``.pt``/...) are refused unless ``allow_pickle``, and with it each is first read by
+    ``read_state_dict`` (weights only), so a code-running payload never reaches diffusers' or transformers' loader.
+    """
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    for p in weights:
+        fmt = detect_format(p)
+        if p.suffix == ".safetensors" and fmt != "safetensors":
+            raise ModelLoadError(f"model: {p} is named .safetensors but its first bytes say {fmt}; refused")
+        if fmt == "safetensors":
+            check_safetensors(p)
+    if any(p.suffix == ".safetensors" for p in weights):
+        return True  # diffusers/transformers then never fall back to a pickle beside it
+    for p in weights:
+        read_state_dict(p, allow_pickle=allow_pickle)  # the refusal, or a weights-only pre-read
+    return None if allow_pickle else True
+
+
+def non_finite_weights(modules: dict[str, Any]) -> list[str]:
+    """``component.parameter`` of the first non-finite (NaN/inf) parameter or buffer of each module."""
+    found = []
+    for name, module in modules.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for pname, t in [*module.named_parameters(), *module.named_buffers()]:
+            if t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+                found.append(f"{name}.{pname}")
+                break
+    return found
+
+
+def _report_non_finite(modules: dict[str, Any], source: str) -> list[str]:
+    found = non_finite_weights(modules)
+    if found:
+        warnings.warn(
+            f"model: {source} has non-finite weights (NaN/inf) in {', '.join(found)}; its outputs will not be finite",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return found
+
+
 # ------------------------------------------------------------------------------------------- models
-def _component(folder: Path, name: str, **kwargs: Any) -> Any:
+def _component(folder: Path, name: str, *, allow_pickle: bool = False, **kwargs: Any) -> Any:
     library, cls_name = COMPONENT_CLASSES[name]
     module = __import__(library, fromlist=[cls_name])
     cls = getattr(module, cls_name)
+    if not name.startswith("tokenizer"):
+        kwargs["use_safetensors"] = check_weights_folder(folder / name, allow_pickle=allow_pickle)
     return cls.from_pretrained(str(folder / name), **kwargs)
 
 
-def load_components(folder: str | Path) -> dict[str, Any]:
+def load_components(folder: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
     """The modules of a diffusers folder, each through its own ``from_pretrained``."""
     folder = Path(folder)
     index_path = folder / "model_index.json"
@@ -103,7 +173,7 @@ def load_components(folder: str | Path) -> dict[str, Any]:
     parts: dict[str, Any] = {}
     for name in COMPONENT_CLASSES:
         if isinstance(index.get(name), list) and index[name][0] and (folder / name).is_dir():
-            parts[name] = _component(folder, name)
+            parts[name] = _component(folder, name, allow_pickle=allow_pickle)
     if "unet" not in parts or "vae" not in parts:
         raise ModelLoadError(f"model: folder {folder} lacks a unet/ or vae/ component")
     parts["scheduler_config"] = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
@@ -120,7 +190,8 @@ def load_components(folder: str | Path) -> dict[str, Any]:
         if (folder / name).is_dir():
             from diffusers import ControlNetModel
 
-            parts[name] = ControlNetModel.from_pretrained(str(folder / name))
+            safe = check_weights_folder(folder / name, allow_pickle=allow_pickle)
+            parts[name] = ControlNetModel.from_pretrained(str(folder / name), use_safetensors=safe)
     return parts
 
 
@@ -190,6 +261,7 @@ def load(
     describe the checkpoint's architecture (defaults to the family's reference repository)."""
     from sdkit.kit import Kit
 
+    device, dtype = check_device_dtype(device, dtype)
     kind, path = resolve_source(source)
     if kind == "hub":
         path = hub_snapshot(source)
@@ -198,9 +270,25 @@ def load(
 
         parts = load_single_file(path, allow_pickle=allow_pickle, config=config)
     else:
-        parts = load_components(path)
+        parts = load_components(path, allow_pickle=allow_pickle)
     name = source if kind != "folder" else path.name
-    return Kit.from_components(parts, family=detect_family(parts), name=name, device=device, dtype=dtype)
+    bad = _report_non_finite(parts, repr(source))
+    kit = Kit.from_components(parts, family=detect_family(parts), name=name, device=device, dtype=dtype)
+    if bad:
+        kit.info["non_finite_weights"] = bad
+    return kit
+
+
+def check_device_dtype(device: Any, dtype: Any) -> tuple[torch.device | None, torch.dtype | None]:
+    """Validate ``device``/``dtype`` before any weights are read (one line naming the parameter)."""
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device must be a torch.device or a name like 'cpu' or 'cuda', got {device!r}") from None
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype (torch.float32, torch.float16, ...), got {dtype!r}")
+    return device, dtype
 
 
 def load_vae(source: str, family: str = "sd1", device: Any = None, dtype: torch.dtype | None = None) -> VAE:
@@ -209,6 +297,7 @@ def load_vae(source: str, family: str = "sd1", device: Any = None, dtype: torch.
 
     from sdkit.vae import VAE
 
+    device, dtype = check_device_dtype(device, dtype)
     kind, path = resolve_source(source)
     if kind == "hub":
         path = hub_snapshot(source)
@@ -218,7 +307,8 @@ def load_vae(source: str, family: str = "sd1", device: Any = None, dtype: torch.
         model = load_single_file_vae(path)
     else:
         folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
-        model = AutoencoderKL.from_pretrained(str(folder))
+        model = AutoencoderKL.from_pretrained(str(folder), use_safetensors=check_weights_folder(folder))
+    _report_non_finite({"vae": model}, repr(source))
     model = model.to(device=device, dtype=dtype or torch.float32).eval()
     return VAE.from_diffusers(model, family)
 
@@ -293,25 +383,70 @@ def load_controlnet_model(source: str, *, allow_pickle: bool = False, config: st
         fmt = detect_format(path)
         if fmt != "safetensors":
             read_state_dict(path, allow_pickle=allow_pickle)  # raises the refusal/unreadable error
+        else:
+            check_safetensors(path)
         try:
-            return ControlNetModel.from_single_file(str(path), config=config, local_files_only=config is not None)
+            model = ControlNetModel.from_single_file(str(path), config=config, local_files_only=config is not None)
         except Exception as e:
             raise ModelLoadError(f"controlnet: could not convert {path} ({type(e).__name__}: {e})") from None
-    folder = path / "controlnet" if (path / "controlnet" / "config.json").is_file() else path
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"controlnet: {folder} has no config.json (not a diffusers ControlNet folder)")
-    return ControlNetModel.from_pretrained(str(folder))
+    else:
+        folder = path / "controlnet" if (path / "controlnet" / "config.json").is_file() else path
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"controlnet: {folder} has no config.json (not a diffusers ControlNet folder)")
+        safe = check_weights_folder(folder, allow_pickle=allow_pickle)
+        model = ControlNetModel.from_pretrained(str(folder), use_safetensors=safe)
+    _report_non_finite({"controlnet": model}, repr(source))
+    return model
 
 
-def load_midas(source: str, model_type: str = "dpt_hybrid") -> Any:
-    """controlnet_aux's ``MidasDetector`` from a folder holding the published MiDaS checkpoint (e.g.
-    ``dpt_hybrid-midas-501f0c75.pt``, a trusted pickle as published by lllyasviel/Annotators) or a hub id."""
-    try:
-        from controlnet_aux import MidasDetector
+MIDAS_CHECKPOINTS = {  # model_type -> (published file name, timm backbone of controlnet_aux's DPTDepthModel)
+    "dpt_hybrid": ("dpt_hybrid-midas-501f0c75.pt", "vitb_rn50_384"),
+    "dpt_large": ("dpt_large-midas-2f21e586.pt", "vitl16_384"),
+}
 
-        return MidasDetector.from_pretrained(source, model_type=model_type)
-    except Exception as e:
+
+def load_midas(source: str, model_type: str = "dpt_hybrid", *, allow_pickle: bool = False) -> Any:
+    """controlnet_aux's ``MidasDetector`` from the published MiDaS checkpoint: a folder holding it (e.g.
+    ``dpt_hybrid-midas-501f0c75.pt``), the file itself, or a hub id (``lllyasviel/Annotators``).
+
+    The published checkpoints are pickles: they load only with ``allow_pickle=True``, and then through
+    ``read_state_dict`` (weights only), never controlnet_aux's own bare ``torch.load``. The model is built on
+    the meta device and filled from the checkpoint (no download of timm's initial weights)."""
+    if model_type not in MIDAS_CHECKPOINTS:
+        raise ValueError(f"model_type must be one of {', '.join(MIDAS_CHECKPOINTS)}, got {model_type!r}")
+    filename, backbone = MIDAS_CHECKPOINTS[model_type]
+    kind, path = resolve_source(source)
+    if kind == "hub":
+        try:
+            from huggingface_hub import hf_hub_download
+
+            prefix = "annotator/ckpts/" if source == "lllyasviel/ControlNet" else ""
+            path = Path(hf_hub_download(source, prefix + filename))
+        except Exception as e:
+            raise ModelLoadError(
+                f"midas: could not fetch {filename} from {source!r} ({type(e).__name__}); pass a local folder holding "
+                "the MiDaS checkpoint, or a depth map you made elsewhere (sdkit.conditioners.depth.depth_image)"
+            ) from None
+    elif kind != "file":
+        path = path / filename
+        if not path.is_file():
+            raise ModelLoadError(f"midas: {path} does not exist (the folder must hold the {model_type} checkpoint)")
+    state = read_state_dict(path, allow_pickle=allow_pickle)
+    from controlnet_aux.midas import MidasDetector
+    from controlnet_aux.midas.api import MiDaSInference
+    from controlnet_aux.midas.midas.dpt_depth import DPTDepthModel
+
+    with torch.device("meta"):
+        model = DPTDepthModel(path=None, backbone=backbone, non_negative=True)
+    model = model.to_empty(device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
         raise ModelLoadError(
-            f"midas: could not load {source!r} ({type(e).__name__}); pass a local folder holding the MiDaS "
-            "checkpoint, or a depth map you made elsewhere (sdkit.conditioners.depth.depth_image)"
-        ) from None
+            f"midas: {path} is not a MiDaS {model_type} checkpoint ({len(missing)} missing keys, e.g. "
+            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+        )
+    _report_non_finite({"midas": model}, repr(source))
+    inference = MiDaSInference.__new__(MiDaSInference)  # its __init__ would torch.load the file itself
+    torch.nn.Module.__init__(inference)
+    inference.model = model.eval()
+    return MidasDetector(inference)

@@ -95,10 +95,27 @@ def _unquote(value: str) -> str:
     return value
 
 
+def _convert(fields: dict[str, str], key: str, convert: Any, default: Any = None) -> Any:
+    """``convert(fields[key])``, or one line naming the field when its value does not parse."""
+    if key not in fields:
+        return default
+    try:
+        return convert(fields[key])
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"infotext: field {key!r} has an unreadable value {fields[key]!r}") from None
+
+
+def _size(value: str) -> tuple[int, int]:
+    width, height = (int(v) for v in value.split("x"))
+    return width, height
+
+
 def parse(text: str) -> GenerationParameters:
     """Parse infotext written by sdkit (or A1111, for the fields both share)."""
     from sdkit.samplers.names import resolve
 
+    if not isinstance(text, str):
+        raise TypeError(f"infotext must be a str, got {type(text).__name__}")
     lines = text.strip().split("\n")
     if not lines or ":" not in lines[-1]:
         raise ValueError("infotext: the last line must hold the 'Steps: ..., Seed: ...' fields")
@@ -114,23 +131,23 @@ def parse(text: str) -> GenerationParameters:
         raise ValueError(f"infotext: missing fields {missing}")
     schedule_display = fields.get("Schedule type", "")
     sampler, schedule = resolve(fields["Sampler"] + (f" {schedule_display}" if schedule_display else ""))
-    width, height = (int(v) for v in fields["Size"].split("x"))
-    sigmas = tuple(float(s) for s in fields["Sigmas"].split()) if "Sigmas" in fields else None
+    width, height = _convert(fields, "Size", _size)
+    sigmas = _convert(fields, "Sigmas", lambda v: tuple(float(s) for s in v.split()))
     return GenerationParameters(
         prompt="\n".join(prompt_lines),
         negative_prompt="\n".join(negative_lines),
-        steps=int(fields["Steps"]),
+        steps=_convert(fields, "Steps", int),
         sampler=sampler,
         schedule="custom" if sigmas is not None else schedule,
-        cfg=float(fields["CFG scale"]),
-        seed=int(fields["Seed"]),
+        cfg=_convert(fields, "CFG scale", float),
+        seed=_convert(fields, "Seed", int),
         width=width,
         height=height,
         model=fields.get("Model", ""),
-        batch_size=int(fields.get("Batch size", 1)),
+        batch_size=_convert(fields, "Batch size", int, 1),
         sigmas=sigmas,
-        strength=float(fields["Denoising strength"]) if "Denoising strength" in fields else None,
-        mask_blur=float(fields["Mask blur"]) if "Mask blur" in fields else None,
+        strength=_convert(fields, "Denoising strength", float),
+        mask_blur=_convert(fields, "Mask blur", float),
         controls=tuple(v for k, v in fields.items() if re.fullmatch(r"ControlNet \d+", k)),
     )
 

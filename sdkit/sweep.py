@@ -129,8 +129,10 @@ def batches(cells: list[Cell], max_batch: int) -> list[list[Cell]]:
     return [g[i : i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
 
 
-def run_batch(kit: Any, cells: list[Cell]) -> Latents:
-    """Sample one batch of compatible cells in a single sampler run (what ``Kit.generate`` does per image)."""
+def run_batch(kit: Any, cells: list[Cell], model: ConditionalDenoiser | None = None) -> Latents:
+    """Sample one batch of compatible cells in a single sampler run (what ``Kit.generate`` does per image).
+
+    ``model`` replaces ``kit.denoiser`` (``sdkit.lockstep`` passes its shared, call-merging one)."""
     first = cells[0]
     space = getattr(kit, "latent_space", None) or kit.vae.space
     p = first.params
@@ -146,7 +148,7 @@ def run_batch(kit: Any, cells: list[Cell]) -> Latents:
     cond = TextConditioning.cat([cd for cd, _ in pairs]).to(kit.device, kit.dtype)
     uncond = TextConditioning.cat([un for _, un in pairs]).to(kit.device, kit.dtype)
     scale = torch.tensor([c.params.cfg for c in cells], dtype=kit.dtype, device=kit.device).view(-1, 1, 1, 1)
-    guided = BatchCFG(kit.denoiser, cond, uncond, scale)
+    guided = BatchCFG(kit.denoiser if model is None else model, cond, uncond, scale)
     # step noise per image, offset from the initial noise exactly as sdkit.noise.noise_sampler_for does
     noise = SeededNoiseSampler([(s + 2**63) % SEED_LIMIT for s in seeds], x)
     with torch.no_grad():
@@ -161,6 +163,7 @@ def sweep(
     y: Axis | None = None,
     *,
     max_batch: int = 16,
+    lockstep: bool = True,
     progress: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
     **fixed: Any,
@@ -168,7 +171,8 @@ def sweep(
     """Generate a grid over one or two parameter axes; ``fixed`` are further ``Kit.generate`` arguments.
 
     Returns a ``Grid`` (images, latents and parameters per cell; ``grid.plot()`` for a labelled figure).
-    ``on_batch(done, total)`` is called after each batched run (progress bars in widgets).
+    ``lockstep``: runs that cannot share a batch (other sampler or steps) still share each model call
+    (``sdkit.lockstep``); ``on_batch(done, total)`` is called after each batched run (progress bars in widgets).
     """
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -182,8 +186,10 @@ def sweep(
     images: list[list[Any]] = [[None] * len(xv) for _ in yv]
     latents: list[list[Any]] = [[None] * len(xv) for _ in yv]
     params: list[list[Any]] = [[None] * len(xv) for _ in yv]
+    if lockstep:
+        done = _lockstep_latents(kit, runs, max_batch)
     for k, run in enumerate(runs):
-        lat = run_batch(kit, run)
+        lat = done[k] if lockstep else run_batch(kit, run)
         pics = kit.vae.decode(lat).to_pil()
         for j, cell in enumerate(run):
             images[cell.row][cell.col] = pics[j]
@@ -208,6 +214,29 @@ def sweep(
     )
 
 
+def _lockstep_latents(kit: Any, runs: list[list[Cell]], max_batch: int) -> list[Latents]:
+    """All runs' latents. Runs of the same latent size and prompt length go through the model in lockstep, as many
+    at a time as fit in ``max_batch`` images."""
+    from sdkit.lockstep import run_in_lockstep
+
+    groups: list[list[int]] = []
+    keys: dict[tuple, int] = {}
+    for k, run in enumerate(runs):
+        p = run[0].params
+        key = (p.width, p.height, run[0].chunks)
+        last = groups[keys[key]] if key in keys else None
+        if last is None or sum(len(runs[m]) for m in last) + len(run) > max_batch:
+            keys[key] = len(groups)
+            groups.append([])
+        groups[keys[key]].append(k)
+    out: list[Any] = [None] * len(runs)
+    for members in groups:
+        jobs = [lambda model, run=runs[k]: run_batch(kit, run, model) for k in members]
+        for k, lat in zip(members, run_in_lockstep(kit.denoiser, jobs), strict=True):
+            out[k] = lat
+    return out
+
+
 def compare_samplers(
     kit: Any,
     prompt: str,
@@ -217,7 +246,8 @@ def compare_samplers(
     **fixed: Any,
 ) -> Grid:
     """Rows: samplers; columns: step counts (times seeds, when ``seed`` is a list: cells with the same sampler
-    and steps but different seeds share a batch)."""
+    and steps but different seeds share a batch). All runs share every model call in lockstep
+    (``sdkit.lockstep``; ``lockstep=False`` in ``fixed`` turns that off)."""
     if isinstance(seed, int):
         return sweep(kit, prompt, x=("steps", list(steps)), y=("sampler", list(samplers)), seed=seed, **fixed)
     columns = [(n, s) for n in steps for s in seed]

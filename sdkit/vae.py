@@ -2,7 +2,8 @@
 
 ``encode``: pixels in [-1, 1] -> posterior mean (or a sample) -> ``(z - shift) * scale`` in the model's space.
 ``decode``: the inverse. A decode that produces non-finite values in half precision (the SDXL VAE's known
-fp16 overflow) is retried in float32, and the retry is reported through ``last_decode_note``.
+fp16 overflow) is retried in float32, and a decode that runs out of memory is retried with diffusers' tiled
+decoding; either retry is reported through ``last_decode_note``.
 """
 
 from __future__ import annotations
@@ -82,13 +83,34 @@ class VAE:
         self.space.check(latents.space, "VAE.decode")
         z = latents.tensor / self.space.scale + self.space.shift
         self.last_decode_note = ""
-        x = self.model.decode(z.to(device=self.device, dtype=self.dtype)).sample
+        x = self._decode_or_tile(z)
         if not torch.isfinite(x).all() and self.dtype in (torch.float16, torch.bfloat16):
-            self.last_decode_note = f"VAE decode in {self.dtype} gave non-finite values; retried in float32"
+            note = f"VAE decode in {self.dtype} gave non-finite values; retried in float32"
+            self.last_decode_note = "; ".join(n for n in (self.last_decode_note, note) if n)
             x = self._decode_float32(z)
         if not torch.isfinite(x).all():
             raise FloatingPointError("VAE decode produced non-finite pixels (NaN/inf) from finite latents")
         return Image.from_signed(x.float())
+
+    def _decode_or_tile(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode; on out-of-memory, retry once with tiled decoding (restored afterwards) and say so."""
+        try:
+            return self.model.decode(z.to(device=self.device, dtype=self.dtype)).sample
+        except RuntimeError as e:  # torch.OutOfMemoryError (CUDA, MPS) is a RuntimeError
+            if not (isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()):
+                raise
+            if not hasattr(self.model, "enable_tiling") or getattr(self.model, "use_tiling", False):
+                raise
+            reason = type(e).__name__
+        # retried outside the except block, so the failed attempt's frames (and their tensors) are freed first
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.last_decode_note = f"VAE decode ran out of memory ({reason}); retried with tiled decoding"
+        self.model.enable_tiling()
+        try:
+            return self.model.decode(z.to(device=self.device, dtype=self.dtype)).sample
+        finally:
+            self.model.disable_tiling()
 
     def _decode_float32(self, z: torch.Tensor) -> torch.Tensor:
         original = self.dtype

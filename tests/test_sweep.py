@@ -59,7 +59,7 @@ def test_prompts_batch_and_samplers_split(tiny_sd1_kit):
     prompts = ["a red circle", "a blue square on a green background"]
     with CountCalls(kit.denoiser.model.unet) as calls:
         grid = sweep(kit, "", x=("prompt", prompts), y=("sampler", ["euler", "heun", "euler_ancestral"]), steps=2,
-                     seed=5, **SMALL)  # fmt: skip
+                     seed=5, lockstep=False, **SMALL)  # fmt: skip
     # one run per sampler (heun: 2 model calls per step but the last), each with both prompts in the batch
     assert calls.batches == [4, 4] + [4, 4, 4] + [4, 4]
     assert grid.batches == 3
@@ -93,7 +93,9 @@ def test_batch_cfg_applies_one_scale_per_image():
 
 def test_compare_samplers_grid_and_labels(tiny_sd1_kit):
     with CountCalls(tiny_sd1_kit.denoiser.model.unet) as calls:
-        grid = compare_samplers(tiny_sd1_kit, "a cat", ["euler", "dpmpp_2m"], [1, 2], seed=[3, 4], **SMALL)
+        grid = compare_samplers(
+            tiny_sd1_kit, "a cat", ["euler", "dpmpp_2m"], [1, 2], seed=[3, 4], lockstep=False, **SMALL
+        )
     assert grid.shape == (2, 4) and grid.y_labels == ["sampler=euler", "sampler=dpmpp_2m"]
     assert grid.x_labels[:2] == ["steps=1, seed=3", "steps=1, seed=4"]
     assert grid.batches == 4 and sorted(calls.batches) == [4] * 6  # seeds batched: 1 + 2 + 1 + 2 calls

@@ -12,6 +12,7 @@ The control image is RGB in [0, 1], not normalised to [-1, 1] (as the ControlNet
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,10 @@ class Control:
     label: str = ""  # the name infotext records; by default the key or folder the model came from
 
     def __post_init__(self) -> None:
+        for name in ("weight", "start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"control: {name} must be a finite number, got {value!r}")
         if not 0.0 <= self.start <= self.end <= 1.0:
             raise ValueError(f"control: need 0 <= start <= end <= 1, got start={self.start}, end={self.end}")
 

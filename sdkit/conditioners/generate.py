@@ -119,6 +119,11 @@ def _resolve_control(kit: Kit, spec: Any) -> Control:
     return replace(control, model=model, label=label)
 
 
+def _named(name: str, error: Exception) -> Exception:
+    """The same error type with the parameter's name in front (the converters do not know it)."""
+    return error if str(error).startswith(name) else type(error)(f"{name}: {error}")
+
+
 def resolve_conditioning(
     kit: Kit,
     init_image: Any,
@@ -135,17 +140,26 @@ def resolve_conditioning(
     factor = kit.vae.space.factor
     init = None
     if init_image is not None:
-        raw = as_image(init_image)
-        w, h = raw.size
-        target = None if width is None and height is None else (width or w, height or h)
-        init = fit_size(raw, target, "error" if target is None else "resize", factor)
+        try:
+            raw = as_image(init_image)
+            w, h = raw.size
+            target = None if width is None and height is None else (width or w, height or h)
+            init = fit_size(raw, target, "error" if target is None else "resize", factor)
+        except (TypeError, ValueError) as e:
+            raise _named("init_image", e) from None
         width, height = init.size
         strength = check_strength((1.0 if mask is not None else 0.75) if strength is None else strength)
-    spec = None if mask is None else mask if isinstance(mask, Mask) else Mask(mask)
-    pixel_mask = None
-    if spec is not None and init is not None:
-        resized = init.size != raw.size
-        pixel_mask = spec(size=init.size, size_policy="resize" if resized else "error")
+    pixel_mask, spec = None, None
+    try:
+        spec = None if mask is None else mask if isinstance(mask, Mask) else Mask(mask)
+        if spec is not None and init is not None:
+            resized = init.size != raw.size
+            pixel_mask = spec(size=init.size, size_policy="resize" if resized else "error")
+    except (TypeError, ValueError) as e:
+        raise _named("mask", e) from None
     specs = [] if control is None else control if isinstance(control, list) else [control]
-    controls = tuple(_resolve_control(kit, c) for c in specs)
+    try:
+        controls = tuple(_resolve_control(kit, c) for c in specs)
+    except (TypeError, ValueError) as e:
+        raise _named("control", e) from None
     return Conditioning(init, strength, spec, pixel_mask, controls, width, height)

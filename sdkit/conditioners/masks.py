@@ -138,6 +138,16 @@ class Mask:
     invert: bool = False
     content: MaskedContent = "original"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.blur, bool) or not isinstance(self.blur, (int, float)) or not 0 <= self.blur < math.inf:
+            raise ValueError(f"mask blur must be a finite number >= 0 (pixels), got {self.blur!r}")
+        if isinstance(self.grow, bool) or not isinstance(self.grow, int):
+            raise TypeError(f"mask grow must be an integer (pixels, negative erodes), got {self.grow!r}")
+        if self.content not in ("original", "fill", "latent_noise", "latent_nothing"):
+            raise ValueError(
+                f"mask content must be 'original', 'fill', 'latent_noise' or 'latent_nothing', got {self.content!r}"
+            )
+
     def __call__(self, size: Size | None = None, size_policy: SizePolicy = "error") -> PixelMask:
         return prepare_mask(
             self.image, size=size, size_policy=size_policy, grow_pixels=self.grow, blur=self.blur, invert=self.invert

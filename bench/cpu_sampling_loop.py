@@ -1,0 +1,113 @@
+"""The sampling loop alone: sdkit's ``txt2img`` recipe vs diffusers' pipeline denoising loop, same UNet, same
+text embeddings (encoded once, outside the timing), same sigmas, same starting noise.
+
+    python bench/cpu_sampling_loop.py [--repeats 15] [--steps 20] [--threads N] [--models shapes small-sd]
+
+- ``shapes``: the embedded model, 64x64 pixels (8x8 latents);
+- ``small-sd``: SD 1.x's UNet layout at block_out_channels (32, 64, 64), random weights, 768-wide context,
+  256x256 pixels (32x32 latents).
+
+diffusers runs ``StableDiffusionPipeline(prompt_embeds=..., negative_prompt_embeds=..., latents=...,
+output_type="latent")``: its loop plus what the pipeline does around it without the text encoder or the VAE.
+Both run 20 Euler steps with CFG 7.5 (batch 2 through the UNet). Prints the per-step medians (rounds
+interleaved), their ratio, the largest difference between the two final latents, and README table rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from common import device_line, euler_scheduler, interleaved, markdown_row, sd_pipeline, small_sd_kit
+
+import sdkit
+from sdkit.noise import randn
+from sdkit.recipes import txt2img
+from sdkit.types import TextConditioning
+
+PROMPT = "a large red circle on the left, yellow background"
+
+
+def setup(model: str) -> tuple[Any, TextConditioning, TextConditioning, int]:
+    """The kit, (cond, uncond) on the kit's device, and the image size in pixels."""
+    if model == "shapes":
+        kit = sdkit.load("shapes")
+        cond, uncond = kit.prompts.encode_pair(PROMPT, "")
+        return kit, cond, uncond, kit.defaults.width
+    kit = small_sd_kit()
+    g = torch.Generator().manual_seed(0)
+    cond = TextConditioning(torch.randn(1, 77, 768, generator=g))
+    uncond = TextConditioning(torch.randn(1, 77, 768, generator=g))
+    return kit, cond, uncond, 256
+
+
+def compare(model: str, steps: int, repeats: int) -> dict[str, float]:
+    kit, cond, uncond, size = setup(model)
+    scheduler = euler_scheduler()
+    pipe = sd_pipeline(kit, scheduler)
+    scheduler.set_timesteps(steps)
+    sigmas = scheduler.sigmas.clone().float()  # both sides walk the same sigmas
+    space = kit.latent_space or kit.vae.space
+    noise = randn([1], (space.channels, size // space.factor, size // space.factor))
+    out: dict[str, Any] = {}
+
+    def ours() -> None:
+        with torch.no_grad():
+            out["ours"] = txt2img(
+                kit.denoiser, space, cond, uncond, sigmas=sigmas, sampler="euler", cfg_scale=7.5, seed=1,
+                width=size, height=size,
+            ).tensor  # fmt: skip
+
+    def theirs() -> None:
+        with torch.no_grad():
+            out["theirs"] = pipe(
+                prompt_embeds=cond.embeds,
+                negative_prompt_embeds=uncond.embeds,
+                latents=noise.clone(),
+                num_inference_steps=steps,
+                guidance_scale=7.5,
+                height=size,
+                width=size,
+                output_type="latent",
+            ).images
+
+    t = interleaved({"sdkit": ours, "diffusers": theirs}, repeats)
+    diff = (out["ours"] - out["theirs"]).abs().max().item()
+    return {"sdkit": t["sdkit"] / steps, "diffusers": t["diffusers"] / steps, "max_abs_diff": diff, "size": size}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=["shapes", "small-sd"], choices=["shapes", "small-sd"])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(device_line(args.threads))
+    rows = []
+    for model in args.models:
+        r = compare(model, args.steps, args.repeats)
+        ratio = r["sdkit"] / r["diffusers"]
+        size = int(r["size"])
+        print(
+            f"{model} {size}x{size}, {args.steps} Euler steps, CFG 7.5, median of {args.repeats}: "
+            f"sdkit {r['sdkit'] * 1e3:.2f} ms/step, diffusers {r['diffusers'] * 1e3:.2f} ms/step, "
+            f"ratio {ratio:.3f}, max |latents diff| {r['max_abs_diff']:.2e}"
+        )
+        rows.append(
+            markdown_row(
+                f"sampling loop, {model} {size}px",
+                f"python bench/cpu_sampling_loop.py --models {model}",
+                f"CPU, {args.threads} threads",
+                f"{r['sdkit'] * 1e3:.2f} ms/step",
+                f"{r['diffusers'] * 1e3:.2f} ms/step",
+                ratio,
+            )
+        )
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
