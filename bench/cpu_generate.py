@@ -3,36 +3,25 @@
     python bench/cpu_generate.py [--model shapes] [--repeats 5] [--threads 2]
 
 Reports the median of ``repeats`` timed runs after one warm-up, for sdkit's ``Kit.generate`` and for diffusers'
-``StableDiffusionPipeline`` built from the very same modules and sigmas, and their ratio.
+``StableDiffusionPipeline`` built from the very same modules and sigmas, and their ratio. The two alternate run by
+run (``common.interleaved``), so drift on a shared machine hits both alike. Both encode the prompt, sample,
+decode and convert to PIL.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from common import device_line, euler_scheduler, interleaved, markdown_row, sd_pipeline
 
 
 def main() -> None:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-
     import sdkit
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="shapes")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--steps", type=int, default=20)
     args = p.parse_args()
@@ -40,20 +29,8 @@ def main() -> None:
 
     kit = sdkit.load(args.model)
     size, prompt = kit.defaults.width, "a large red circle on the left, yellow background"
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="linspace", steps_offset=1
-    )
-    pipe = StableDiffusionPipeline(
-        vae=kit.vae.model,
-        text_encoder=kit.prompts.encoders[0].model,
-        tokenizer=kit.prompts.tokenizers[0].hf,
-        unet=kit.denoiser.model.unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    scheduler = euler_scheduler()
+    pipe = sd_pipeline(kit, scheduler)
     scheduler.set_timesteps(args.steps)
     sigmas = scheduler.sigmas.clone().float()  # both sides walk the same sigmas
 
@@ -73,14 +50,26 @@ def main() -> None:
                 output_type="pil",
             )
 
-    t_ours, t_theirs = median_time(ours, args.repeats), median_time(theirs, args.repeats)
+    t = interleaved({"sdkit": ours, "diffusers": theirs}, args.repeats)
+    t_ours, t_theirs = t["sdkit"], t["diffusers"]
+    print(device_line(args.threads))
     print(
         f"model {args.model}, {size}x{size}, {args.steps} Euler steps, CFG 7.5, {args.threads} threads, "
-        f"median of {args.repeats}"
+        f"median of {args.repeats} (interleaved)"
     )
     print(f"sdkit     {t_ours:.3f} s/image")
     print(f"diffusers {t_theirs:.3f} s/image")
     print(f"ratio sdkit/diffusers {t_ours / t_theirs:.3f}")
+    print(
+        markdown_row(
+            f"end to end, {args.model} {size}px, {args.steps} steps",
+            f"python bench/cpu_generate.py --threads {args.threads}",
+            f"CPU, {args.threads} threads",
+            f"{t_ours:.3f} s",
+            f"{t_theirs:.3f} s",
+            t_ours / t_theirs,
+        )
+    )
 
 
 if __name__ == "__main__":

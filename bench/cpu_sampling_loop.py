@@ -1,7 +1,7 @@
 """The sampling loop alone: sdkit's ``txt2img`` recipe vs diffusers' pipeline denoising loop, same UNet, same
 text embeddings (encoded once, outside the timing), same sigmas, same starting noise.
 
-    python bench/cpu_sampling_loop.py [--repeats 15] [--steps 20] [--threads N] [--models shapes small-sd]
+    python bench/cpu_sampling_loop.py [--repeats 15] [--sd-repeats 5] [--steps 20] [--threads N] [--models ...]
 
 - ``shapes``: the embedded model, 64x64 pixels (8x8 latents);
 - ``small-sd``: SD 1.x's UNet layout at block_out_channels (32, 64, 64), random weights, 768-wide context,
@@ -80,7 +80,8 @@ def compare(model: str, steps: int, repeats: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["shapes", "small-sd"], choices=["shapes", "small-sd"])
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=15, help="timed rounds on shapes")
+    p.add_argument("--sd-repeats", type=int, default=5, help="timed rounds on small-sd (about 15 s each)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args()
@@ -88,18 +89,19 @@ def main() -> None:
     print(device_line(args.threads))
     rows = []
     for model in args.models:
-        r = compare(model, args.steps, args.repeats)
+        repeats = args.repeats if model == "shapes" else args.sd_repeats
+        r = compare(model, args.steps, repeats)
         ratio = r["sdkit"] / r["diffusers"]
         size = int(r["size"])
         print(
-            f"{model} {size}x{size}, {args.steps} Euler steps, CFG 7.5, median of {args.repeats}: "
+            f"{model} {size}x{size}, {args.steps} Euler steps, CFG 7.5, median of {repeats}: "
             f"sdkit {r['sdkit'] * 1e3:.2f} ms/step, diffusers {r['diffusers'] * 1e3:.2f} ms/step, "
             f"ratio {ratio:.3f}, max |latents diff| {r['max_abs_diff']:.2e}"
         )
         rows.append(
             markdown_row(
                 f"sampling loop, {model} {size}px",
-                f"python bench/cpu_sampling_loop.py --models {model}",
+                f"python bench/cpu_sampling_loop.py --models {model} --threads {args.threads}",
                 f"CPU, {args.threads} threads",
                 f"{r['sdkit'] * 1e3:.2f} ms/step",
                 f"{r['diffusers'] * 1e3:.2f} ms/step",
