@@ -66,8 +66,9 @@ class DiscreteSchedule:
         return int(self.alphas_cumprod.shape[0])
 
     @cached_property
-    def _tables(self) -> dict[torch.device, Tensor]:
-        """The interpolation table per device, built once: ``sigma_to_t`` runs at every model call."""
+    def _tables(self) -> dict[Any, Any]:
+        """The interpolation table per device (and the CPU timestep memo), built once: ``sigma_to_t`` runs at
+        every model call."""
         return {}
 
     def _table(self, device: torch.device | None = None) -> Tensor:
@@ -100,6 +101,21 @@ class DiscreteSchedule:
         lo = hi - 1
         w = (v - table[lo]) / (table[hi] - table[lo])
         return lo + w
+
+    def model_timesteps(self, sigma: Tensor) -> Tensor:
+        """``sigma_to_t`` as the float32 timesteps a UNet takes, on the device of ``sigma``. On the CPU (where
+        reading values costs no device sync) it is memoised per distinct sigma vector: a sampler asks for the
+        same sigmas at every step of every run."""
+        if sigma.device.type != "cpu":
+            return self.sigma_to_t(sigma).to(device=sigma.device, dtype=torch.float32)
+        key = tuple(sigma.reshape(-1).tolist())
+        memo = self._tables.setdefault("timesteps", {})
+        t = memo.get(key)
+        if t is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            t = memo[key] = self.sigma_to_t(sigma).to(torch.float32)
+        return t.clone()  # callers may modify their timesteps in place; the memo stays intact
 
 
 class DiscreteDenoiser:
@@ -145,7 +161,7 @@ class DiscreteDenoiser:
         x_in = x * c_in
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
-        t = self.schedule.sigma_to_t(sigma.detach()).to(device=x.device, dtype=torch.float32)
+        t = self.schedule.model_timesteps(sigma.detach())
         out = self.model(x_in, t, cond, **extra)
         if self.prediction_type == "epsilon":
             return x - s * out

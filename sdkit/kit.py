@@ -148,6 +148,45 @@ class Kit:
             info=dict(parts.get("sdkit", {})), latent_space=vae.space,
         )  # fmt: skip
 
+    # ------------------------------------------------------------------------------------- speed options
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every torch model of the kit by role: ``unet``, ``vae``, ``text_encoder`` (``_2``), ControlNets."""
+        mods = {"unet": self.denoiser.model.unet, "vae": self.vae.model}
+        for k, enc in enumerate(getattr(self.prompts, "encoders", [])):
+            mods["text_encoder" + (f"_{k + 1}" if k else "")] = enc.model
+        mods.update({k: v for k, v in self.extras.items() if isinstance(v, torch.nn.Module)})
+        return mods
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Kit:
+        """Move every model to ``device`` and/or ``dtype`` in place (``torch.float16`` on a GPU, ``torch.bfloat16``
+        on a GPU or a CPU); ``generate`` then samples in that dtype. Cached prompt encodings are dropped."""
+        device = self.device if device is None else torch.device(device)
+        dtype = self.dtype if dtype is None else dtype
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating point dtype, got {dtype}")
+        for module in self.modules().values():
+            module.to(device=device, dtype=dtype)
+        if (device, dtype) != (self.device, self.dtype) and hasattr(self.prompts, "clear_cache"):
+            self.prompts.clear_cache()
+        self.device, self.dtype = device, dtype
+        return self
+
+    def channels_last(self, enabled: bool = True) -> Kit:
+        """Store the UNet's (and ControlNets') conv weights channels-last (NHWC), which cuDNN and oneDNN often run
+        faster; images are unchanged up to float rounding. ``enabled=False`` restores the default layout."""
+        fmt = torch.channels_last if enabled else torch.contiguous_format
+        for name, module in self.modules().items():
+            if name == "unet" or name.startswith("controlnet"):
+                module.to(memory_format=fmt)
+        return self
+
+    def compile(self, mode: str | None = "default", **options: Any) -> Kit:
+        """``torch.compile`` the UNet in place (``nn.Module.compile``, so every holder of it, a diffusers pipeline
+        too, runs the compiled forward). The first generation pays the compile time; a new image size
+        recompiles. ``options`` go to ``torch.compile`` (``backend=``, ``dynamic=``, ``fullgraph=``)."""
+        self.denoiser.model.unet.compile(mode=mode, **options)
+        return self
+
     # ------------------------------------------------------------------------------------- generating
     def _prompt_schedule(self, prompt: str, steps: int) -> list[tuple[int, Any]] | None:
         """Prompt editing (``[a:b:0.5]``): ``[(end_step, cond), ...]``, or None for a plain prompt."""

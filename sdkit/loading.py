@@ -319,6 +319,10 @@ def save_png(image: PILImage, path: str | Path, parameters: str, *, overwrite: b
     from PIL.PngImagePlugin import PngInfo
 
     path = Path(path)
+    if not isinstance(parameters, str) or not parameters.strip():
+        raise ValueError(
+            f"parameters must be the image's non-empty infotext (every saved image carries it), got {parameters!r}"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(f"output: {path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     if not path.parent.is_dir():
