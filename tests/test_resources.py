@@ -66,10 +66,16 @@ def test_out_of_memory_twice_and_other_errors_propagate(tiny_sd1_kit, monkeypatc
     assert other.tiling == [False]  # no retry for what is not a memory error
 
 
-def test_progress_is_reported(tiny_sd1_kit, capsys):
+def test_progress_is_reported(tiny_sd1_kit, monkeypatch, capsys):
+    import sdkit.kit
+
+    bars: list[Any] = []
+    make = sdkit.kit._progress_bar
+    monkeypatch.setattr(sdkit.kit, "_progress_bar", lambda total: bars.append(make(total)) or bars[-1])
     tiny_sd1_kit.generate("a cat", progress=True, **{**SMALL, "steps": 4})
-    err = capsys.readouterr().err
-    assert "sampling" in err and "4/4" in err
+    assert "sampling" in capsys.readouterr().err
+    (bar,) = bars
+    assert (bar.n, bar.total) == (4, 4) and bar.disable  # every step counted, and the bar closed
 
 
 class InterruptAt:
