@@ -351,8 +351,10 @@ class Kit:
             recorder.space = self.vae.space  # previews of traced latents need their space
         bar = _progress_bar(params.steps) if progress else None
 
+        watch = FiniteWatch(self.device)
+
         def on_step(step: Step) -> None:
-            check_finite_step(step)
+            watch(step)
             if recorder is not None:
                 recorder.on_step(step)
             if bar is not None:
@@ -372,6 +374,7 @@ class Kit:
                     on_step=on_step,
                     on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
                 )
+                watch.finish()
             else:
                 latents = txt2img(
                     self.denoiser,
@@ -393,6 +396,7 @@ class Kit:
                     on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
                     on_prompt=None if recorder is None else recorder.on_prompt,
                 )
+                watch.finish()
                 image = self.vae.decode(latents)
         return Generation(
             images=image.to_pil(),
@@ -405,17 +409,53 @@ class Kit:
         )
 
 
+def _finite_flags(step: Step) -> Tensor:
+    """``[x, denoised, x_next]`` all finite, as a device tensor (reading it is what syncs)."""
+    return torch.stack([torch.isfinite(t).all() for t in (step.x, step.denoised, step.x_next)])
+
+
+def _non_finite_error(step: Step | tuple[int, float, float], flags: Tensor) -> FloatingPointError:
+    i, sigma, sigma_next = (step.i, step.sigma, step.sigma_next) if isinstance(step, Step) else step
+    x_ok, denoised_ok, _ = (bool(f) for f in flags)
+    where = "the step's input" if not x_ok else "the denoiser's estimate" if not denoised_ok else "the sampler's update"
+    return FloatingPointError(
+        f"sampling produced non-finite latents (NaN/inf) at step {i} (sigma {sigma:.4g} -> {sigma_next:.4g}), "
+        f"first in {where}; check the model weights, cfg and dtype (fp16 overflow?)"
+    )
+
+
 def check_finite_step(step: Step) -> None:
     """Raise ``FloatingPointError`` naming the step (and whether the denoiser or the update) where NaN/inf appear."""
-    if bool(torch.isfinite(step.x_next).all()):
-        return
-    where = "the denoiser's estimate" if not bool(torch.isfinite(step.denoised).all()) else "the sampler's update"
-    if not bool(torch.isfinite(step.x).all()):
-        where = "the step's input"
-    raise FloatingPointError(
-        f"sampling produced non-finite latents (NaN/inf) at step {step.i} (sigma {step.sigma:.4g} -> "
-        f"{step.sigma_next:.4g}), first in {where}; check the model weights, cfg and dtype (fp16 overflow?)"
-    )
+    flags = _finite_flags(step)
+    if not bool(flags[2]):
+        raise _non_finite_error(step, flags)
+
+
+class FiniteWatch:
+    """Finds the step where latents first turn non-finite. On the CPU every step is checked at once (fail fast,
+    free); on an accelerator the flags stay on the device and are read once, in ``finish``, so the sampling loop
+    never waits for the device."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.eager = device.type == "cpu"
+        self.flags: list[Tensor] = []
+        self.steps: list[tuple[int, float, float]] = []
+
+    def __call__(self, step: Step) -> None:
+        if self.eager:
+            check_finite_step(step)
+            return
+        self.flags.append(_finite_flags(step))
+        self.steps.append((step.i, step.sigma, step.sigma_next))
+
+    def finish(self) -> None:
+        if self.eager or not self.flags:
+            return
+        flags = torch.stack(self.flags).cpu()  # the one sync
+        bad = (~flags[:, 2]).nonzero()
+        if len(bad):
+            k = int(bad[0])
+            raise _non_finite_error(self.steps[k], flags[k])
 
 
 def _progress_bar(total: int) -> Any:

@@ -91,7 +91,7 @@ def check(kwargs: dict[str, Any], kit: Any) -> bool:
     return True
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(VALID_ARGUMENTS)
 def test_valid_arguments_generate(tiny_sd1_kit, kwargs: dict[str, Any]):
     init = kwargs.get("init_image")
