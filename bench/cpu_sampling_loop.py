@@ -5,7 +5,9 @@ text embeddings (encoded once, outside the timing), same sigmas, same starting n
 
 - ``shapes``: the embedded model, 64x64 pixels (8x8 latents);
 - ``small-sd``: SD 1.x's UNet layout at block_out_channels (32, 64, 64), random weights, 768-wide context,
-  256x256 pixels (32x32 latents).
+  256x256 pixels (32x32 latents);
+- ``stub``: the embedded model with its UNet replaced by a stub (``0.1 * x``): what remains is each library's
+  own per-step work (guidance, timestep map, input scaling, sampler update), which the UNet otherwise hides.
 
 diffusers runs ``StableDiffusionPipeline(prompt_embeds=..., negative_prompt_embeds=..., latents=...,
 output_type="latent")``: its loop plus what the pipeline does around it without the text encoder or the VAE.
@@ -29,10 +31,32 @@ from sdkit.types import TextConditioning
 PROMPT = "a large red circle on the left, yellow background"
 
 
+class StubUNet(torch.nn.Module):
+    """Stands in for a UNet (same config, so both pipelines accept it) at almost no cost: ``0.1 * sample``."""
+
+    def __init__(self, unet: Any) -> None:
+        super().__init__()
+        self.config = unet.config
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # gives the pipeline a device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.anchor.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
+    def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: Any = None, **_: Any) -> Any:
+        return (sample * 0.1,)
+
+
 def setup(model: str) -> tuple[Any, TextConditioning, TextConditioning, int]:
     """The kit, (cond, uncond) on the kit's device, and the image size in pixels."""
-    if model == "shapes":
+    if model in ("shapes", "stub"):
         kit = sdkit.load("shapes")
+        if model == "stub":
+            kit.denoiser.model.unet = StubUNet(kit.denoiser.model.unet)
         cond, uncond = kit.prompts.encode_pair(PROMPT, "")
         return kit, cond, uncond, kit.defaults.width
     kit = small_sd_kit()
@@ -79,8 +103,9 @@ def compare(model: str, steps: int, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="+", default=["shapes", "small-sd"], choices=["shapes", "small-sd"])
-    p.add_argument("--repeats", type=int, default=15, help="timed rounds on shapes")
+    models = ["shapes", "small-sd", "stub"]
+    p.add_argument("--models", nargs="+", default=models, choices=models)
+    p.add_argument("--repeats", type=int, default=15, help="timed rounds on shapes (x5 on stub)")
     p.add_argument("--sd-repeats", type=int, default=5, help="timed rounds on small-sd (about 15 s each)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -89,22 +114,23 @@ def main() -> None:
     print(device_line(args.threads))
     rows = []
     for model in args.models:
-        repeats = args.repeats if model == "shapes" else args.sd_repeats
+        repeats = {"small-sd": args.sd_repeats, "stub": 5 * args.repeats}.get(model, args.repeats)
         r = compare(model, args.steps, repeats)
         ratio = r["sdkit"] / r["diffusers"]
         size = int(r["size"])
         print(
             f"{model} {size}x{size}, {args.steps} Euler steps, CFG 7.5, median of {repeats}: "
-            f"sdkit {r['sdkit'] * 1e3:.2f} ms/step, diffusers {r['diffusers'] * 1e3:.2f} ms/step, "
-            f"ratio {ratio:.3f}, max |latents diff| {r['max_abs_diff']:.2e}"
+            f"sdkit {r['sdkit'] * 1e3:.3f} ms/step, diffusers {r['diffusers'] * 1e3:.3f} ms/step, "
+            f"ratio {ratio:.3f}, max |latents diff| {r['max_abs_diff']:.2e}",
+            flush=True,
         )
         rows.append(
             markdown_row(
                 f"sampling loop, {model} {size}px",
                 f"python bench/cpu_sampling_loop.py --models {model} --threads {args.threads}",
                 f"CPU, {args.threads} threads",
-                f"{r['sdkit'] * 1e3:.2f} ms/step",
-                f"{r['diffusers'] * 1e3:.2f} ms/step",
+                f"{r['sdkit'] * 1e3:.3f} ms/step",
+                f"{r['diffusers'] * 1e3:.3f} ms/step",
                 ratio,
             )
         )

@@ -310,7 +310,13 @@ def main() -> None:
     ]
     steps = args.steps or (4 if args.tiny else 30)
     env = device_line(torch.get_num_threads()) if device.type == "cpu" else torch.cuda.get_device_name(device)
-    results: dict[str, Any] = {"device": env, "dtype": str(dtype), "steps": steps, "cfg": 7.5, "tiny": args.tiny}
+    import diffusers
+    import transformers
+
+    versions = {"torch": torch.__version__, "diffusers": diffusers.__version__}
+    versions["transformers"] = transformers.__version__
+    results: dict[str, Any] = {"device": env, "versions": versions, "dtype": str(dtype), "steps": steps, "cfg": 7.5}
+    results["tiny"] = args.tiny
     out = Path(args.out) / "gpu_benchmark.json"
 
     def save() -> None:

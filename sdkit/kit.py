@@ -11,7 +11,7 @@ import math
 import numbers
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL.Image import Image as PILImage
@@ -151,7 +151,7 @@ class Kit:
     # ------------------------------------------------------------------------------------- speed options
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every torch model of the kit by role: ``unet``, ``vae``, ``text_encoder`` (``_2``), ControlNets."""
-        mods = {"unet": self.denoiser.model.unet, "vae": self.vae.model}
+        mods = {"unet": cast(UNetPredictor, self.denoiser.model).unet, "vae": self.vae.model}
         for k, enc in enumerate(getattr(self.prompts, "encoders", [])):
             mods["text_encoder" + (f"_{k + 1}" if k else "")] = enc.model
         mods.update({k: v for k, v in self.extras.items() if isinstance(v, torch.nn.Module)})
@@ -184,7 +184,7 @@ class Kit:
         """``torch.compile`` the UNet in place (``nn.Module.compile``, so every holder of it, a diffusers pipeline
         too, runs the compiled forward). The first generation pays the compile time; a new image size
         recompiles. ``options`` go to ``torch.compile`` (``backend=``, ``dynamic=``, ``fullgraph=``)."""
-        self.denoiser.model.unet.compile(mode=mode, **options)
+        self.modules()["unet"].compile(mode=mode, **options)
         return self
 
     # ------------------------------------------------------------------------------------- generating
