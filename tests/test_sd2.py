@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from parity_fixtures import euler_txt2img_vs_diffusers
 
 import sdkit
 from sdkit.families import defaults_for
-from sdkit.noise import randn
 from sdkit.testing import save_tiny_model, tiny_unet
 
 
@@ -93,33 +93,9 @@ def test_sd2_text_layer_is_openclip_penultimate() -> None:
 
 
 def test_sd2_txt2img_euler_matches_diffusers(sd2_folder, sd2_kit) -> None:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(sd2_folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
-    assert pipe.scheduler.config.prediction_type == "v_prediction"
-    steps, seed = 12, 2024
-    pipe.scheduler.set_timesteps(steps)
-    sigmas = pipe.scheduler.sigmas.clone().float()
-    noise = randn([seed], (4, 8, 8))
-    with torch.no_grad():
-        theirs = pipe(
-            "a red circle above a blue square",
-            negative_prompt="blurry",
-            num_inference_steps=steps,
-            guidance_scale=7.5,
-            latents=noise.clone(),
-            height=64,
-            width=64,
-            output_type="pt",
-        ).images
-    gen = sd2_kit.generate(
-        "a red circle above a blue square", "blurry", seed=seed, sampler="euler", schedule=sigmas, width=64, height=64
-    )
-    ours = sd2_kit.vae.decode(gen.latents).tensor
+    scheduler = json.loads((Path(sd2_folder) / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction"
+    ours, theirs = euler_txt2img_vs_diffusers(sd2_folder, sd2_kit, seed=2024)
     assert ours.shape == theirs.shape == (1, 3, 64, 64)
     diff = (ours - theirs).abs().max().item()
     assert diff <= 1e-4, f"max abs difference {diff:.3g} > 1e-4"
