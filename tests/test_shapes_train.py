@@ -69,3 +69,47 @@ def test_resume_restores_the_finished_run(run: Path) -> None:
     assert "vae_psnr" in trainer.metrics and "depth_iou" in trainer.metrics
     trainer.run()  # nothing left to do: returns at once
     assert (run / "metrics.json").exists()
+
+
+def test_controlnet_stage_from_an_exported_model_trains_only_the_controlnets(run: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "cn"
+    args = ["--out", str(out), "--device", "cpu", "--init-from", str(run / "model"), "--init-stage", "controlnet"]
+    args += ["--fresh-controlnets", "--controlnet-steps", "2", "--batch", "2", "--pool", "64", "--eval-n", "1"]
+    train.main(args)
+    meta = json.loads((out / "model" / "sdkit.json").read_text())
+    assert meta["metrics"]["controlnet_steps"] == 2 and meta["metrics"]["init_controlnet_steps"] == 0
+    for part in ("unet/diffusion_pytorch_model", "text_encoder/model", "vae/diffusion_pytorch_model"):
+        before, after = (
+            load_file(run / "model" / f"{part}.safetensors"),
+            load_file(out / "model" / f"{part}.safetensors"),
+        )
+        assert all(torch.equal(before[k], after[k]) for k in before), part  # frozen
+    new = load_file(out / "model" / "controlnet_depth" / "diffusion_pytorch_model.safetensors")
+    old = load_file(run / "model" / "controlnet_depth" / "diffusion_pytorch_model.safetensors")
+    assert not torch.equal(new["controlnet_mid_block.weight"], old["controlnet_mid_block.weight"])
+    with pytest.raises(ValueError, match="init_stage"):
+        train.Trainer(train.Config(out=str(tmp_path / "bad"), init_from=str(run / "model"), init_stage="vae"))
+
+
+def test_a_new_controlnet_adds_nothing_but_already_sees_its_condition() -> None:
+    """Output convolutions start at zero (the UNet is unchanged), the condition embedding's last one does not."""
+    from sdkit.models.shapes import architecture as arch
+
+    torch.manual_seed(0)
+    unet = arch.make_unet().eval()
+    net = arch.make_controlnet(unet).eval()
+    x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), torch.randn(2, 7, arch.TEXT_HIDDEN)
+    cond = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        down, mid = net(x, t, text, controlnet_cond=cond, return_dict=False)
+        plain = unet(x, t, text).sample
+        steered = unet(x, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        embedded = net.controlnet_cond_embedding(cond)
+    assert torch.equal(plain, steered) and all(float(d.abs().max()) == 0 for d in (*down, mid))
+    assert float(embedded.abs().mean()) > 1e-3  # the condition reaches the ControlNet's features from step 0
+    assert torch.equal(
+        arch.make_controlnet(unet).controlnet_cond_embedding.conv_out.weight,
+        net.controlnet_cond_embedding.conv_out.weight,
+    )  # seeded: the same init every time

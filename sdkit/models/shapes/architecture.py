@@ -89,11 +89,21 @@ def make_unet() -> Any:
     return UNet2DConditionModel(**UNET_CONFIG)
 
 
-def make_controlnet(unet: Any) -> Any:
-    """A ControlNet initialised from the (trained) UNet's encoder, as in Zhang et al. 2023."""
+def make_controlnet(unet: Any, seed: int = 0) -> Any:
+    """A ControlNet initialised from the (trained) UNet's encoder, as in Zhang et al. 2023.
+
+    One departure: the last convolution of the conditioning-image embedding starts random (PyTorch's default
+    init) instead of zero. With both it and the output "zero convolutions" at zero, neither gets a useful
+    gradient until the other has drifted away from zero, the slow start behind ControlNet's "sudden
+    convergence". The output convolutions stay zero, so the untrained ControlNet still adds exactly nothing.
+    """
     from diffusers import ControlNetModel
 
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_EMBEDDING_CHANNELS)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_EMBEDDING_CHANNELS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net.controlnet_cond_embedding.conv_out.reset_parameters()
+    return net
 
 
 def param_count(module: torch.nn.Module) -> int:

@@ -8,6 +8,9 @@
 # Outputs (at most 8 files, each < 16 MiB, at most one folder down, as the device tool returns):
 #   $OUT/train.log  $OUT/metrics.json  $OUT/shapes-model.tar.part-aa, -ab (the exported diffusers folder)
 # Unpack here with:  cat shapes-model.tar.part-* | tar -x -C DEST    (gives DEST/model/...)
+# Train only new ControlNets on the shipped text-to-image weights (how the shipped ControlNets were made, 5.4 min):
+#   BUDGET=369 EXTRA="--init-from sdkit/models/shapes/weights --init-stage controlnet --fresh-controlnets \
+#     --warmup 100" bash sdkit/models/shapes/gpu_train.sh
 # The tokenizer needs open-clip, which the GPU image lacks, so add it afterwards, on this machine:
 #   python -m sdkit.models.shapes.export --add-tokenizer DEST/model
 set -u

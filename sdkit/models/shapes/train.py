@@ -48,13 +48,13 @@ class Config:
     vae_steps: int = 6000
     unet_steps: int = 20000
     controlnet_steps: int = 4000
-    batch: int = 0  # 0: 256 VAE / 1024 UNet / 256 ControlNet images on CUDA, 16 / 32 / 16 on CPU
+    batch: int = 0  # 0: 256 VAE / 1024 UNet / 512 ControlNet images on CUDA, 16 / 32 / 16 on CPU
     seed: int = 0
     resume: bool = False
     time_budget_s: float = 0.0  # 0: no limit, run all steps
     vae_lr: float = 1e-3
     unet_lr: float = 6e-4
-    controlnet_lr: float = 3e-4
+    controlnet_lr: float = 1e-3
     warmup: int = 200
     ema_decay: float = 0.999
     kl_weight: float = 1e-6  # on the per-image KL sum, as in SD's autoencoder config
@@ -62,7 +62,9 @@ class Config:
     eval_n: int = 0  # prompts for the end-of-stage evaluation; 0: 256 on CUDA, 16 on CPU
     log_every: int = 100
     checkpoint_every_s: float = 120.0
-    init_from: str = ""  # an exported model folder: continue its UNet + text encoder training from there
+    init_from: str = ""  # an exported model folder: continue training from there (VAE frozen)
+    init_stage: str = "unet"  # with init_from: "unet" (UNet + text encoder, then ControlNets) or "controlnet"
+    fresh_controlnets: bool = False  # with init_from: new ControlNets from its UNet instead of its own
     skip_controlnet: bool = False  # stop after the UNet stage (keeps ControlNets loaded by init_from)
 
 
@@ -70,7 +72,7 @@ def _batch_sizes(cfg: Config) -> dict[str, int]:
     if cfg.batch:
         return dict.fromkeys(STAGES, cfg.batch)
     cuda = cfg.device.startswith("cuda")
-    return {"vae": 256 if cuda else 16, "unet": 1024 if cuda else 32, "controlnet": 256 if cuda else 16}
+    return {"vae": 256 if cuda else 16, "unet": 1024 if cuda else 32, "controlnet": 512 if cuda else 16}
 
 
 def _seed(cfg: Config, stage: str, step: int) -> int:
@@ -161,7 +163,9 @@ class Trainer:
 
     def load_exported(self, folder: Path) -> None:
         """Start from an exported model (e.g. a shorter earlier run): its VAE is kept frozen, training resumes
-        at the UNet stage with fresh optimizer state."""
+        at ``init_stage`` with fresh optimizer state."""
+        if self.cfg.init_stage not in ("unet", "controlnet"):
+            raise ValueError(f"init_stage must be 'unet' or 'controlnet', got {self.cfg.init_stage!r}")
         from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
         from transformers import CLIPTextModel
 
@@ -170,7 +174,7 @@ class Trainer:
         self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=f32).to(self.device)
         self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=f32).to(self.device)
         for name in ("depth", "pose"):
-            if (folder / f"controlnet_{name}").is_dir():
+            if (folder / f"controlnet_{name}").is_dir() and not self.cfg.fresh_controlnets:
                 cn = ControlNetModel.from_pretrained(folder / f"controlnet_{name}", torch_dtype=f32)
                 self.controlnets[name] = cn.to(self.device)
         info = json.loads((folder / "sdkit.json").read_text())
@@ -178,8 +182,14 @@ class Trainer:
         self.metrics = {k: v for k, v in info.get("metrics", {}).items() if k.startswith("vae_")}
         self.metrics["init_unet_steps"] = info.get("metrics", {}).get("unet_steps", 0)
         self.vae.eval().requires_grad_(False)
-        self.stage, self.step = "unet", 0
-        self.log(f"initialised from {folder} (latent scale {self.latent_scale:.4f})")
+        self.stage, self.step = self.cfg.init_stage, 0
+        if self.stage == "controlnet":
+            self.metrics = {k: v for k, v in info.get("metrics", {}).items() if not k.startswith("controlnet")}
+            self.metrics["init_controlnet_steps"] = 0 if self.cfg.fresh_controlnets else info["metrics"].get(
+                "controlnet_steps", 0)
+            for m in (self.unet, self.text_encoder):
+                m.eval().requires_grad_(False)
+        self.log(f"initialised from {folder} at stage {self.stage} (latent scale {self.latent_scale:.4f})")
 
     # ------------------------------------------------------------------------------------------ utilities
     def log(self, msg: str) -> None:
@@ -360,7 +370,10 @@ class Trainer:
 
     def ensure_controlnets(self) -> None:
         if not self.controlnets:
-            self.controlnets = {k: arch.make_controlnet(self.unet).to(self.device) for k in ("depth", "pose")}
+            self.controlnets = {
+                k: arch.make_controlnet(self.unet, seed=self.cfg.seed + i).to(self.device)
+                for i, k in enumerate(("depth", "pose"))
+            }
 
     def evaluate(self, control: bool = False) -> None:
         try:
@@ -481,11 +494,12 @@ def main(argv: list[str] | None = None) -> None:
     defaults = Config(out="")
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt, train.log and model/")
     for name, value in asdict(defaults).items():
-        if name in ("out", "resume", "skip_controlnet"):
+        if name in ("out", "resume", "skip_controlnet", "fresh_controlnets"):
             continue
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--skip-controlnet", action="store_true", help="stop after the UNet stage")
+    parser.add_argument("--fresh-controlnets", action="store_true", help="with --init-from: new ControlNets")
     cfg = Config(**vars(parser.parse_args(argv)))
     Trainer(cfg).run()
 
