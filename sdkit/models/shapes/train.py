@@ -185,8 +185,9 @@ class Trainer:
         self.stage, self.step = self.cfg.init_stage, 0
         if self.stage == "controlnet":
             self.metrics = {k: v for k, v in info.get("metrics", {}).items() if not k.startswith("controlnet")}
-            self.metrics["init_controlnet_steps"] = 0 if self.cfg.fresh_controlnets else info["metrics"].get(
-                "controlnet_steps", 0)
+            self.metrics["init_controlnet_steps"] = (
+                0 if self.cfg.fresh_controlnets else info["metrics"].get("controlnet_steps", 0)
+            )
             for m in (self.unet, self.text_encoder):
                 m.eval().requires_grad_(False)
         self.log(f"initialised from {folder} at stage {self.stage} (latent scale {self.latent_scale:.4f})")
