@@ -113,3 +113,18 @@ def test_a_new_controlnet_adds_nothing_but_already_sees_its_condition() -> None:
         arch.make_controlnet(unet).controlnet_cond_embedding.conv_out.weight,
         net.controlnet_cond_embedding.conv_out.weight,
     )  # seeded: the same init every time
+
+
+def test_cached_latents_equal_encoding_each_batch(tmp_path: Path) -> None:
+    """The latent cache gives the diffusion loss the same x_0 as rendering and encoding the batch at each step."""
+    trainer = train.Trainer(train.Config(out=str(tmp_path), device="cpu", pool=48, batch=6))
+    trainer.vae.eval().requires_grad_(False)
+    trainer.latent_scale = 0.9
+    scenes, _, g, idx = trainer.draw("main", "unet", 3)
+    cached = trainer.clean_latents("main", idx, scenes, g)
+    trainer.cfg.cache_latents = False
+    _, _, g, _ = trainer.draw("main", "unet", 3)
+    encoded = trainer.clean_latents("main", idx, scenes, g)
+    assert trainer.pool("main").posterior is not None and trainer.pool("main").posterior[0].shape == (48, 4, 8, 8)
+    assert cached.shape == (6, 4, 8, 8) and float(cached.std()) > 0.1
+    torch.testing.assert_close(cached, encoded, atol=1e-5, rtol=1e-5)

@@ -9,7 +9,8 @@ Three stages, the way Stable Diffusion was built (Rombach et al. 2022; Zhang et 
 3. Depth and pose ControlNets, copied from the trained UNet's encoder, with UNet and text encoder frozen.
 
 Data is rendered on the fly on the training device from a pool of random scenes (``world.py``); nothing is
-read from disk. ``--time-budget-s`` splits the wall time across the stages (25/55/20%) and stops each
+read from disk. The diffusion stages encode each pool once with the frozen VAE and draw every batch's latents
+from that cached posterior (``--no-cache-latents`` renders and encodes each batch instead). ``--time-budget-s`` splits the wall time across the stages (25/55/20%) and stops each
 gracefully; after every stage the model is exported (``export.py``), so a usable folder always exists.
 ``--resume`` continues from ``OUT/checkpoint.pt``. Everything is seeded: the same seed and step counts
 give the same model (time budgets make the step counts depend on the machine's speed).
@@ -66,6 +67,7 @@ class Config:
     init_stage: str = "unet"  # with init_from: "unet" (UNet + text encoder, then ControlNets) or "controlnet"
     fresh_controlnets: bool = False  # with init_from: new ControlNets from its UNet instead of its own
     skip_controlnet: bool = False  # stop after the UNet stage (keeps ControlNets loaded by init_from)
+    cache_latents: bool = True  # encode each pool's scenes once for the diffusion stages (--no-cache-latents)
 
 
 def _batch_sizes(cfg: Config) -> dict[str, int]:
@@ -121,16 +123,31 @@ def sample(
 
 
 class ScenePool:
-    """Random scenes packed as tensors on the device, with their token ids: a batch is an index draw."""
+    """Random scenes packed as tensors on the device, with their token ids: a batch is an index draw.
+
+    Once the VAE is frozen, ``cache_latents`` encodes every scene once; the diffusion stages then draw their
+    latents from the cached posterior (mean, std) instead of rendering and encoding each batch again."""
 
     def __init__(self, n: int, seed: int, device: str, person_fraction: float = 0.15) -> None:
         scenes = world.sample_scenes(n, seed, person_fraction=person_fraction)
         self.packed = world.pack(scenes, device)
         self.ids = token_ids([world.caption(s) for s in scenes]).to(device)
         self.n = n
+        self.posterior: tuple[Tensor, Tensor] | None = None
 
     def batch(self, idx: Tensor) -> dict[str, Tensor]:
         return {k: v[idx] for k, v in self.packed.items()}
+
+    @torch.no_grad()
+    def cache_latents(self, vae: Any, chunk: int, autocast: contextlib.AbstractContextManager[Any]) -> None:
+        means, stds = [], []
+        for start in range(0, self.n, chunk):
+            idx = torch.arange(start, min(start + chunk, self.n), device=self.ids.device)
+            with autocast:
+                post = vae.encode(world.render_packed(self.batch(idx)) * 2 - 1).latent_dist
+            means.append(post.mean.float())
+            stds.append(post.std.float())
+        self.posterior = (torch.cat(means), torch.cat(stds))
 
 
 class Trainer:
@@ -215,12 +232,27 @@ class Trainer:
             self.log(f"pool {name}: {n} scenes in {time.monotonic() - t:.1f}s")
         return self.pools[name]
 
-    def draw(self, pool: str, stage: str, step: int) -> tuple[dict[str, Tensor], Tensor, torch.Generator]:
-        """One batch of packed scenes and token ids, and a generator for this step's noise."""
+    def draw(self, pool: str, stage: str, step: int) -> tuple[dict[str, Tensor], Tensor, torch.Generator, Tensor]:
+        """One batch of packed scenes and token ids, a generator for this step's noise, and the scene indices."""
         g = torch.Generator(self.device).manual_seed(_seed(self.cfg, stage, step))
         p = self.pool(pool)
         idx = torch.randint(0, p.n, (self.batch[stage],), generator=g, device=self.device)
-        return p.batch(idx), p.ids[idx], g
+        return p.batch(idx), p.ids[idx], g, idx
+
+    def clean_latents(self, pool: str, idx: Tensor, scenes: dict[str, Tensor], g: torch.Generator) -> Tensor:
+        """x_0 for the diffusion loss: a posterior sample of each scene's latent, from the pool's cache (encoded
+        on first use) or, with ``cache_latents`` off, by rendering and encoding the batch now. Both draw the same
+        noise from ``g``, so they agree up to the VAE's batch-size rounding."""
+        p = self.pool(pool)
+        if not self.cfg.cache_latents:
+            return self.encode(world.render_packed(scenes) * 2 - 1, g)
+        if p.posterior is None:
+            t = time.monotonic()
+            p.cache_latents(self.vae, 4096 if self.cuda else 256, self.autocast())
+            self.log(f"pool {pool}: {p.n} latents cached in {time.monotonic() - t:.1f}s")
+        assert p.posterior is not None
+        mean, std = p.posterior[0][idx], p.posterior[1][idx]
+        return (mean + std * torch.randn(mean.shape, generator=g, device=self.device)) * self.latent_scale
 
     def lr_factor(self, step: int, steps: int, started: float, deadline: float) -> float:
         """Linear warmup, then cosine decay to 10% over the stage (measured in steps or in time)."""
@@ -285,7 +317,7 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------- losses
     def vae_loss(self, step: int) -> Tensor:
-        p, _, g = self.draw("main", "vae", step)
+        p, _, g, _ = self.draw("main", "vae", step)
         x = world.render_packed(p) * 2 - 1
         with self.autocast():
             post = self.vae.encode(x).latent_dist
@@ -299,8 +331,8 @@ class Trainer:
         pool = "main"
         if stage == "controlnet":  # alternate steps: depth on all scenes, pose on scenes with a person
             pool = "person" if step % 2 else "main"
-        p, ids, g = self.draw(pool, stage, step)
-        x0 = self.encode(world.render_packed(p) * 2 - 1, g)
+        p, ids, g, idx = self.draw(pool, stage, step)
+        x0 = self.clean_latents(pool, idx, p, g)
         drop = torch.rand(ids.shape[0], generator=g, device=self.device) < (0.1 if stage == "unet" else 0.5)
         ids = torch.where(drop[:, None], self.empty_ids, ids)  # "" for classifier-free guidance
         t = torch.randint(0, len(self.acp), (ids.shape[0],), generator=g, device=self.device)
@@ -348,7 +380,7 @@ class Trainer:
     def finish_vae(self) -> None:
         """Freeze the VAE, measure PSNR, and set the latent scale to 1 / std of the latents (SD's recipe)."""
         self.vae.eval().requires_grad_(False)
-        p, _, g = self.draw("main", "vae", 10**9)
+        p, _, g, _ = self.draw("main", "vae", 10**9)
         x = world.render_packed(p) * 2 - 1
         self.latent_scale = 1.0
         with torch.no_grad(), self.autocast():
@@ -495,12 +527,14 @@ def main(argv: list[str] | None = None) -> None:
     defaults = Config(out="")
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt, train.log and model/")
     for name, value in asdict(defaults).items():
-        if name in ("out", "resume", "skip_controlnet", "fresh_controlnets"):
+        if name in ("out", "resume", "skip_controlnet", "fresh_controlnets", "cache_latents"):
             continue
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--skip-controlnet", action="store_true", help="stop after the UNet stage")
     parser.add_argument("--fresh-controlnets", action="store_true", help="with --init-from: new ControlNets")
+    parser.add_argument("--no-cache-latents", dest="cache_latents", action="store_false",
+                        help="render and encode every batch instead of encoding each pool once")  # fmt: skip
     cfg = Config(**vars(parser.parse_args(argv)))
     Trainer(cfg).run()
 
