@@ -10,8 +10,9 @@ Three stages, the way Stable Diffusion was built (Rombach et al. 2022; Zhang et 
 
 Data is rendered on the fly on the training device from a pool of random scenes (``world.py``); nothing is
 read from disk. The diffusion stages encode each pool once with the frozen VAE and draw every batch's latents
-from that cached posterior (``--no-cache-latents`` renders and encodes each batch instead). ``--time-budget-s`` splits the wall time across the stages (25/55/20%) and stops each
-gracefully; after every stage the model is exported (``export.py``), so a usable folder always exists.
+from that cached posterior (``--no-cache-latents`` renders and encodes each batch instead).
+``--time-budget-s`` splits the wall time across the stages (25/55/20%) and stops each gracefully; after every
+stage the model is exported (``export.py``), so a usable folder always exists.
 ``--resume`` continues from ``OUT/checkpoint.pt``. Everything is seeded: the same seed and step counts
 give the same model (time budgets make the step counts depend on the machine's speed).
 
@@ -68,6 +69,7 @@ class Config:
     fresh_controlnets: bool = False  # with init_from: new ControlNets from its UNet instead of its own
     skip_controlnet: bool = False  # stop after the UNet stage (keeps ControlNets loaded by init_from)
     cache_latents: bool = True  # encode each pool's scenes once for the diffusion stages (--no-cache-latents)
+    compile: bool = False  # torch.compile the UNet, text encoder and ControlNets for the diffusion stages
 
 
 def _batch_sizes(cfg: Config) -> dict[str, int]:
@@ -360,6 +362,9 @@ class Trainer:
         started, deadline = time.monotonic(), self.deadline(stage)
         if self.opt is None:
             self.make_optimizer()
+        if self.cfg.compile and stage != "vae":  # in place (nn.Module.compile): state_dict keys stay the same
+            for m in (self.unet, self.text_encoder, *self.controlnets.values()):
+                m.compile()
         first, running, n = self.step, 0.0, 0
         self.log(f"stage {stage}: steps {self.step}..{steps}, batch {self.batch[stage]}, budget "
                  f"{deadline - started if math.isfinite(deadline) else math.inf:.0f}s")  # fmt: skip
@@ -527,12 +532,13 @@ def main(argv: list[str] | None = None) -> None:
     defaults = Config(out="")
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt, train.log and model/")
     for name, value in asdict(defaults).items():
-        if name in ("out", "resume", "skip_controlnet", "fresh_controlnets", "cache_latents"):
+        if name in ("out", "resume", "skip_controlnet", "fresh_controlnets", "cache_latents", "compile"):
             continue
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--skip-controlnet", action="store_true", help="stop after the UNet stage")
     parser.add_argument("--fresh-controlnets", action="store_true", help="with --init-from: new ControlNets")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models of the diffusion stages")
     parser.add_argument("--no-cache-latents", dest="cache_latents", action="store_false",
                         help="render and encode every batch instead of encoding each pool once")  # fmt: skip
     cfg = Config(**vars(parser.parse_args(argv)))
