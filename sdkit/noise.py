@@ -5,9 +5,11 @@ image with seed ``s + i``.
 
 from __future__ import annotations
 
+import numbers
 import secrets
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -15,9 +17,11 @@ SEED_LIMIT = 2**64
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
-    """Validate a seed: ``-1`` (draw one) or an integer in [0, 2^64)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    """Validate a seed: ``-1`` (draw one) or an integer in [0, 2^64); any integer type (numpy's too) comes back
+    as a Python int. Booleans are refused."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"{name} must be an int in [0, 2^64) or -1 for random, got {seed!r}")
+    seed = int(seed)
     if seed != -1 and not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"{name} must be in [0, 2^64) or -1 for random, got {seed}")
     return seed
@@ -25,7 +29,7 @@ def check_seed(seed: int, name: str = "seed") -> int:
 
 def resolve_seed(seed: int) -> int:
     """``-1`` becomes a fresh random seed (reported back to the user); other seeds are validated."""
-    check_seed(seed)
+    seed = check_seed(seed)
     return secrets.randbelow(2**32) if seed == -1 else seed
 
 

@@ -211,8 +211,19 @@ def test_generate_accepts_odd_modes_and_dtypes(tiny_sd1_kit):
 
 
 def test_numpy_integers_are_accepted(tiny_sd1_kit):
-    out = tiny_sd1_kit.generate("a cat", seed=3, steps=np.int32(2), width=np.int64(64), height=64)
+    out = tiny_sd1_kit.generate("a cat", seed=np.uint64(3), steps=np.int32(2), width=np.int64(64), height=64)
     assert out.parameters.steps == 2 and out.parameters.width == 64
+    assert out.parameters.seed == 3 and type(out.parameters.seed) is int
+    plain = tiny_sd1_kit.generate("a cat", seed=3, steps=2, width=64, height=64)
+    assert torch.equal(out.latents.tensor, plain.latents.tensor)
+
+
+def test_boolean_seeds_are_refused():
+    from sdkit.noise import check_seed
+
+    for flag in (True, np.bool_(True)):
+        with pytest.raises(TypeError, match="seed"):
+            check_seed(flag)
 
 
 @pytest.mark.parametrize(
