@@ -24,7 +24,7 @@ from sdkit.samplers.diffusers_adapter import from_diffusers
 from sdkit.samplers.discrete import ddim, ddpm, lcm
 from sdkit.samplers.dpm import dpm_2, dpm_2_ancestral
 from sdkit.samplers.dpmpp import dpmpp_2m, dpmpp_2s_ancestral
-from sdkit.samplers.dpmpp_sde import dpmpp_2m_sde, dpmpp_3m_sde, dpmpp_sde
+from sdkit.samplers.dpmpp_sde import dpmpp_2m_sde, dpmpp_2m_sde_heun, dpmpp_3m_sde, dpmpp_sde
 from sdkit.samplers.euler import euler, euler_ancestral, heun
 from sdkit.samplers.lms import lms
 from sdkit.samplers.trace_io import steps_from_tensors, steps_to_tensors
@@ -46,6 +46,7 @@ _REGISTRY: dict[str, SamplerFn] = {
     "dpmpp_sde": dpmpp_sde,
     "dpmpp_2m": dpmpp_2m,
     "dpmpp_2m_sde": dpmpp_2m_sde,
+    "dpmpp_2m_sde_heun": dpmpp_2m_sde_heun,
     "dpmpp_3m_sde": dpmpp_3m_sde,
     "ddim": ddim,
     "ddpm": ddpm,
@@ -55,7 +56,8 @@ _REGISTRY: dict[str, SamplerFn] = {
 SAMPLERS: dict[str, Sampler] = cast(dict[str, Sampler], _REGISTRY)
 
 STOCHASTIC: frozenset[str] = frozenset(
-    {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"}
+    {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun"}
+    | {"dpmpp_3m_sde"}
     | {"ddpm", "lcm"}
 )
 """Samplers that draw fresh noise at every step by default (ddim only with eta > 0, euler/heun/dpm_2 only
@@ -123,6 +125,7 @@ __all__ = [
     "dpm_2_ancestral",
     "dpmpp_2m",
     "dpmpp_2m_sde",
+    "dpmpp_2m_sde_heun",
     "dpmpp_2s_ancestral",
     "dpmpp_3m_sde",
     "dpmpp_sde",

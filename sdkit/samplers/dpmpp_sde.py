@@ -124,6 +124,24 @@ def dpmpp_2m_sde(
         x = x_next
 
 
+def dpmpp_2m_sde_heun(
+    denoiser: Denoiser,
+    x: Float[Tensor, "b c h w"],
+    sigmas: Float[Tensor, " n"],
+    *,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
+    generator: torch.Generator | int | None = None,
+) -> Iterator[Step]:
+    """``dpmpp_2m_sde`` with ``solver_type="heun"`` under its own name, as A1111 ("DPM++ 2M SDE Heun") and
+    ComfyUI (``dpmpp_2m_sde_heun``) list it."""
+    return dpmpp_2m_sde(
+        denoiser, x, sigmas, eta=eta, s_noise=s_noise, solver_type="heun", noise_sampler=noise_sampler,
+        generator=generator,
+    )  # fmt: skip
+
+
 def dpmpp_3m_sde(
     denoiser: Denoiser,
     x: Float[Tensor, "b c h w"],

@@ -6,8 +6,8 @@ PNG infotext. Internal code passes snake_case names or the functions themselves,
 is sdkit's "normal"). ``display_name("dpmpp_2m", "karras")`` gives ``("DPM++ 2M", "Karras")``, the
 "Sampler" and "Schedule type" fields A1111 writes; ``str()`` of it is the legacy one-field form.
 
-Not representable as (sampler, schedule): A1111's "DPM++ 2M SDE Heun" (``solver_type="heun"``), its
-"discard next-to-last sigma" for DPM2/DPM2 a/DPM++ 3M SDE, and its UniPC defaults (order 3, "bh1").
+Not representable as (sampler, schedule): A1111's "discard next-to-last sigma" for DPM2/DPM2 a/DPM++ 3M SDE, and
+its UniPC defaults (order 3, "bh1").
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ SAMPLER_DISPLAY: dict[str, str] = {
     "dpmpp_sde": "DPM++ SDE",
     "dpmpp_2m": "DPM++ 2M",
     "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun",
     "dpmpp_3m_sde": "DPM++ 3M SDE",
     "ddim": "DDIM",
     "ddpm": "DDPM",
@@ -63,6 +64,7 @@ AUTOMATIC: dict[str, str] = {
     "dpmpp_sde": "karras",
     "dpmpp_2m": "karras",
     "dpmpp_2m_sde": "exponential",
+    "dpmpp_2m_sde_heun": "exponential",
     "dpmpp_3m_sde": "exponential",
     # timestep samplers: DDIM's uniform timesteps (t = k * T // n + 1), LCM's distillation grid
     "ddim": "ddim_uniform",
@@ -84,6 +86,7 @@ _SAMPLER_ALIASES: dict[str, str] = {
     "k_dpmpp_sde": "dpmpp_sde",
     "k_dpmpp_2m": "dpmpp_2m",
     "k_dpmpp_2m_sde": "dpmpp_2m_sde",
+    "k_dpmpp_2m_sde_heun": "dpmpp_2m_sde_heun",
     "k_dpmpp_3m_sde": "dpmpp_3m_sde",
     "uni_pc": "unipc",
 }
