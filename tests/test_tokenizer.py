@@ -151,3 +151,48 @@ def test_clean_piece() -> None:
         "café",
         "<|endoftext|>",
     ]
+
+
+# A1111's comma padding backtrack, as its settings describe it: when a chunk is full and its last comma is at
+# most N tokens back, the tokens after that comma start the next chunk instead.
+CAT, DOG, COMMA = 2368, 1929, 267  # "cat</w>", "dog</w>", ",</w>" in the real CLIP vocabulary
+
+
+def _body(tokens, chunk: int) -> list[int]:
+    """The prompt tokens of one chunk (between BOS and the first EOS)."""
+    ids = tokens.ids[chunk].tolist()
+    return ids[1 : ids.index(EOS, 1)]
+
+
+def test_comma_backtrack_moves_the_phrase_after_the_last_comma() -> None:
+    prompt = "cat " * 70 + ", " + "dog " * 10  # 70 cats, a comma at position 70, then 10 dogs
+    plain = clip_tokenizer("sd1")(prompt)
+    assert _body(plain, 0) == [CAT] * 70 + [COMMA] + [DOG] * 4 and _body(plain, 1) == [DOG] * 6
+    a1111 = clip_tokenizer("sd1").with_comma_backtrack(20)(prompt)
+    assert _body(a1111, 0) == [CAT] * 70 + [COMMA] and _body(a1111, 1) == [DOG] * 10
+    assert a1111.ids[0, 72:].tolist() == [EOS] * 5  # the short chunk is padded
+    assert a1111.pieces[1][1] == "dog</w>" and a1111.words[1][1] == 71  # word numbering follows the tokens
+    assert clip_tokenizer("sd1").comma_backtrack == 0  # the shared tokenizer was not changed
+
+
+def test_comma_backtrack_only_looks_as_far_back_as_told() -> None:
+    prompt = "cat " * 50 + ", " + "dog " * 40  # a full chunk's last comma is 75 - 50 = 25 tokens back
+    for backtrack, first in ((24, [CAT] * 50 + [COMMA] + [DOG] * 24), (25, [CAT] * 50 + [COMMA])):
+        tokens = clip_tokenizer("sd1").with_comma_backtrack(backtrack)(prompt)
+        assert _body(tokens, 0) == first
+        assert len(_body(tokens, 1)) == 91 - len(first)
+    with pytest.raises(ValueError, match="comma_backtrack"):
+        clip_tokenizer("sd1").with_comma_backtrack(75)
+
+
+def test_comma_backtrack_through_the_prompt_encoder(tiny_sd1_folder) -> None:
+    import sdkit
+
+    kit = sdkit.load(str(tiny_sd1_folder))  # a kit of its own: the setting changes its prompt encoder
+    prompt = "cat " * 70 + ", " + "dog " * 10
+    before = kit.prompts.encode(prompt)
+    kit.prompts.comma_backtrack = 20
+    after = kit.prompts.encode(prompt)
+    assert kit.prompts.comma_backtrack == 20 and kit.prompts.tokenize(prompt).ids[0, 72].item() == EOS
+    assert before.embeds.shape == after.embeds.shape and not torch.equal(before.embeds, after.embeds)
+    assert torch.equal(sdkit.load(str(tiny_sd1_folder)).prompts.encode(prompt).embeds, before.embeds)

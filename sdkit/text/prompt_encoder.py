@@ -114,5 +114,16 @@ class PromptEncoder:
         n = max([self.chunks(text) for _, text in schedule] + [chunks or 1])
         return [(end, self.encode(text, n)) for end, text in schedule]
 
+    @property
+    def comma_backtrack(self) -> int:
+        """``ClipTokenizer.comma_backtrack`` of this family's tokenizers (0: split at exactly 75 tokens; 20:
+        A1111's default, split long prompts after a comma)."""
+        return self.tokenizers[0].comma_backtrack
+
+    @comma_backtrack.setter
+    def comma_backtrack(self, tokens: int) -> None:
+        self.tokenizers = [t.with_comma_backtrack(tokens) for t in self.tokenizers]
+        self.clear_cache()  # cached encodings were chunked the old way
+
     def clear_cache(self) -> None:
         self._cache.clear()

@@ -6,8 +6,10 @@ each span is BPE-tokenized, and the tokens are laid out in chunks of 75, each wr
 get more chunks (encoded separately and concatenated, as in A1111); nothing is ever dropped.
 
 Chunking convention: a chunk is full after 75 tokens, and ``BREAK`` always closes the current chunk (even
-an empty one, as A1111 does). A1111 also, by default, moves the last up to 20 tokens after a comma to the
-next chunk so that a phrase is not cut in two; sdkit does not do that: the split is at exactly 75 tokens.
+an empty one, as A1111 does). By default the split is at exactly 75 tokens. ``comma_backtrack = 20`` gives
+A1111's default ("comma padding backtrack"): when a chunk is full and its last comma is at most that many
+tokens back, the tokens after the comma move to the next chunk, so that a phrase is not cut in two
+(``ClipTokenizer.with_comma_backtrack``, or ``kit.prompts.comma_backtrack = 20``).
 
 Padding differs by family: SD1's tokenizer pads with ``<|endoftext|>`` (49407), SD2's and SDXL's second
 (OpenCLIP) tokenizer with ``!`` (id 0). The ids come from the real vocabulary, built offline
@@ -16,6 +18,7 @@ Padding differs by family: SD1's tokenizer pads with ``<|endoftext|>`` (49407), 
 
 from __future__ import annotations
 
+import copy
 import html
 from functools import lru_cache
 from typing import Any
@@ -62,6 +65,24 @@ class ClipTokenizer:
         self.bos, self.eos, self.pad = (
             str(self._backend.id_to_token(i)) for i in (self.bos_id, self.eos_id, self.pad_id)
         )
+        comma = self._backend.token_to_id(",</w>")
+        self.comma_id = -1 if comma is None else int(comma)
+        self._comma_backtrack = 0
+
+    @property
+    def comma_backtrack(self) -> int:
+        """How far back (in tokens) a full chunk looks for a comma to split at; 0 = split at exactly 75 tokens,
+        A1111's default is 20. Set it with ``with_comma_backtrack``."""
+        return self._comma_backtrack
+
+    def with_comma_backtrack(self, tokens: int) -> ClipTokenizer:
+        """A copy of this tokenizer that splits full chunks after a comma up to ``tokens`` back (tokenizers are
+        shared between kits, so they are never changed in place)."""
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens < self.chunk_tokens:
+            raise ValueError(f"comma_backtrack must be an int in [0, {self.chunk_tokens}), got {tokens!r}")
+        other = copy.copy(self)
+        other._comma_backtrack = tokens
+        return other
 
     @classmethod
     def from_hf(cls, hf_tokenizer: Any, family: str = "custom") -> ClipTokenizer:
@@ -83,16 +104,23 @@ class ClipTokenizer:
         chunks: list[list[tuple[int, str, int, float]]] = []  # per chunk: (id, piece, word, weight)
         current: list[tuple[int, str, int, float]] = []
         first_word = 0  # word numbering runs across spans
+        last_comma = -1  # position of the current chunk's last comma
         for span in parse_weights(prompt):
             if span.chunk_break:
                 chunks.append(current)
-                current = []
+                current, last_comma = [], -1
                 continue
             ids, pieces, words = self.encode_text(span.text)
             for token_id, piece, word in zip(ids, pieces, words, strict=True):
+                full = len(current) == self.chunk_tokens
+                if token_id == self.comma_id:
+                    last_comma = len(current)
+                elif full and last_comma >= 0 and len(current) - last_comma <= self._comma_backtrack:
+                    chunks.append(current[: last_comma + 1])  # split after the comma ...
+                    current, last_comma = current[last_comma + 1 :], -1  # ... and carry the phrase over
                 if len(current) == self.chunk_tokens:
                     chunks.append(current)
-                    current = []
+                    current, last_comma = [], -1
                 current.append((token_id, piece, first_word + word, span.weight))
             first_word += max(words, default=-1) + 1
         if current or not chunks:
