@@ -43,7 +43,7 @@ StepSelection = Iterable[int] | Callable[[int], bool] | None
 
 # ----------------------------------------------------------------------------------------- the math
 def attention_probabilities(
-    attn: nn.Module, hidden_states: Tensor, context: Tensor, attention_mask: Tensor | None = None
+    attn: Any, hidden_states: Tensor, context: Tensor, attention_mask: Tensor | None = None
 ) -> Float[Tensor, "b heads q t"]:
     """``softmax(Q K^T * scale)`` of a diffusers cross-attention module, computed explicitly in float32.
 
@@ -70,7 +70,7 @@ def attention_probabilities(
     return scores.softmax(dim=-1)
 
 
-def cross_attention_modules(unet: nn.Module) -> dict[str, nn.Module]:
+def cross_attention_modules(unet: nn.Module) -> dict[str, Any]:
     """The UNet's cross-attention modules by name (``...transformer_blocks.0.attn2``), in forward order."""
     from diffusers.models.attention_processor import Attention
 
@@ -221,7 +221,7 @@ class CaptureProcessor:
 
     def __call__(
         self,
-        attn: nn.Module,
+        attn: Any,  # a diffusers Attention module
         hidden_states: Tensor,
         encoder_hidden_states: Tensor | None = None,
         attention_mask: Tensor | None = None,
@@ -267,7 +267,7 @@ class AttentionCapture:
 
     def __init__(
         self,
-        unet: nn.Module,
+        unet: Any,  # a diffusers UNet2DConditionModel
         *,
         layers: LayerSelection = None,
         steps: StepSelection = None,
@@ -377,7 +377,7 @@ def capture_attention(
     With ``trace`` (a ``sdkit.trace.Trace`` later passed to ``kit.generate(trace=...)``), the maps are also
     stored as ``trace.attention``, so that they are saved with ``trace.to_tensors()``."""
     capture = AttentionCapture(
-        kit.denoiser.model.unet,
+        kit.unet,
         layers=layers,
         steps=steps,
         keep_heads=keep_heads,

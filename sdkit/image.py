@@ -72,7 +72,7 @@ class Image:
             sheet.paste(p, (k * w, 0))
         if h < 128:
             s = 128 // h
-            sheet = sheet.resize((sheet.width * s, sheet.height * s), PILImage.NEAREST)
+            sheet = sheet.resize((sheet.width * s, sheet.height * s), PILImage.Resampling.NEAREST)
         buf = io.BytesIO()
         sheet.save(buf, format="PNG")
         return buf.getvalue()

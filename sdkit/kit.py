@@ -57,10 +57,11 @@ class Generation:
 def _positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
         allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
-    return int(value)
+    return number
 
 
 def decode_memory_gib(width: int, height: int, batch_size: int = 1) -> float:
@@ -149,9 +150,14 @@ class Kit:
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------- speed options
+    @property
+    def unet(self) -> Any:
+        """The diffusers UNet inside the kit's denoiser."""
+        return cast(UNetPredictor, self.denoiser.model).unet
+
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every torch model of the kit by role: ``unet``, ``vae``, ``text_encoder`` (``_2``), ControlNets."""
-        mods = {"unet": cast(UNetPredictor, self.denoiser.model).unet, "vae": self.vae.model}
+        mods = {"unet": self.unet, "vae": self.vae.model}
         for k, enc in enumerate(getattr(self.prompts, "encoders", [])):
             mods["text_encoder" + (f"_{k + 1}" if k else "")] = enc.model
         mods.update({k: v for k, v in self.extras.items() if isinstance(v, torch.nn.Module)})
@@ -335,17 +341,17 @@ class Kit:
         if conditioning is not None:
             params = conditioning.record(params)
         cond, uncond = self.prompts.encode_pair(params.prompt, params.negative_prompt)
-        schedule = self._prompt_schedule(params.prompt, params.steps)
-        if schedule is not None:
+        prompt_schedule = self._prompt_schedule(params.prompt, params.steps)
+        if prompt_schedule is not None:
             if conditioning is not None or self.family == "sdxl":
                 raise NotImplementedError("prompt: prompt editing ([a:b:0.5]) works in SD1/SD2 txt2img only for now")
-            chunks = max(schedule[0][1].embeds.shape[1], uncond.embeds.shape[1]) // 77
-            schedule = self.prompts.encode_schedule(params.prompt, params.steps, chunks=chunks)
+            chunks = max(prompt_schedule[0][1].embeds.shape[1], uncond.embeds.shape[1]) // 77
+            prompt_schedule = self.prompts.encode_schedule(params.prompt, params.steps, chunks=chunks)
             uncond = self.prompts.encode(params.negative_prompt, chunks)
         if self.family == "sdxl":  # micro-conditioning time_ids (base: sizes, refiner: aesthetic score)
             from sdkit.sdxl import add_time_ids
 
-            cond, uncond = add_time_ids(self.denoiser.model.unet, cond, uncond, params.width, params.height)
+            cond, uncond = add_time_ids(self.unet, cond, uncond, params.width, params.height)
         recorder = trace if isinstance(trace, Trace) else Trace() if trace else None
         if recorder is not None and recorder.space is None:
             recorder.space = self.vae.space  # previews of traced latents need their space
@@ -380,8 +386,8 @@ class Kit:
                     self.denoiser,
                     self.latent_space or self.vae.space,
                     cond.to(self.device, self.dtype)
-                    if schedule is None
-                    else [(end, c.to(self.device, self.dtype)) for end, c in schedule],
+                    if prompt_schedule is None
+                    else [(end, c.to(self.device, self.dtype)) for end, c in prompt_schedule],
                     uncond.to(self.device, self.dtype),
                     sigmas=sigmas,
                     sampler=sampler_fn,

@@ -120,7 +120,7 @@ class Latents:
         arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
         img = PILImage.fromarray(arr)
         scale = max(1, 128 // max(1, self.tensor.shape[2]))
-        img = img.resize((img.width * scale, img.height * scale), PILImage.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), PILImage.Resampling.NEAREST)
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         return buf.getvalue()

@@ -120,7 +120,9 @@ def parse(text: str) -> GenerationParameters:
     if not lines or ":" not in lines[-1]:
         raise ValueError("infotext: the last line must hold the 'Steps: ..., Seed: ...' fields")
     fields = {m.group(1).strip(): _unquote(m.group(2)) for m in _FIELD.finditer(lines[-1]) if m.group(1).strip()}
-    prompt_lines, negative_lines, in_negative = [], [], False
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
     for line in lines[:-1]:
         if line.startswith(NEGATIVE):
             in_negative = True

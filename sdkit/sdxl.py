@@ -207,7 +207,7 @@ def move(kit: Kit, device: torch.device | str) -> Kit:
     """Move all of a kit's modules (UNet, VAE, text encoders) to ``device``, e.g. the base to the CPU while the
     refiner uses the GPU; returns the kit."""
     device = torch.device(device)
-    modules = [kit.denoiser.model.unet, kit.vae.model, *(e.model for e in kit.prompts.encoders)]
+    modules = [kit.unet, kit.vae.model, *(e.model for e in kit.prompts.encoders)]
     modules += [m for m in kit.extras.values() if isinstance(m, torch.nn.Module)]
     for module in modules:
         module.to(device)
@@ -262,7 +262,7 @@ def generate_refined(
     with torch.no_grad():
         # 1. The base: pure noise -> latents still noisy at head[-1].
         cond, uncond = base.prompts.encode_pair(params.prompt, params.negative_prompt)
-        cond, uncond = add_time_ids(base.denoiser.model.unet, cond, uncond, w, h, micro)
+        cond, uncond = add_time_ids(base.unet, cond, uncond, w, h, micro)
         latents = txt2img(
             base.denoiser,
             base.latent_space or base.vae.space,
@@ -284,7 +284,7 @@ def generate_refined(
             move(base, "cpu")
         # 2. The refiner: its own text encoder and aesthetic-score conditioning, the same latents and sigmas.
         r_cond, r_uncond = refiner.prompts.encode_pair(params.prompt, params.negative_prompt)
-        r_cond, r_uncond = add_time_ids(refiner.denoiser.model.unet, r_cond, r_uncond, w, h, refiner_micro)
+        r_cond, r_uncond = add_time_ids(refiner.unet, r_cond, r_uncond, w, h, refiner_micro)
         latents = refine(
             refiner.denoiser,
             r_cond.to(refiner.device, refiner.dtype),
@@ -326,7 +326,7 @@ def refine_image(
     tail = strength_sigmas(sigmas, strength)
     w, h = image.size
     cond, uncond = refiner.prompts.encode_pair(prompt, negative_prompt)
-    cond, uncond = add_time_ids(refiner.denoiser.model.unet, cond, uncond, w, h, micro)
+    cond, uncond = add_time_ids(refiner.unet, cond, uncond, w, h, micro)
     latents = refiner.vae.encode(image)
     latents = latents.with_tensor(latents.tensor.to(refiner.device, refiner.dtype))
     with torch.no_grad():

@@ -144,7 +144,7 @@ def run_batch(kit: Any, cells: list[Cell], model: ConditionalDenoiser | None = N
     if kit.family == "sdxl":  # the same micro-conditioning Kit.generate attaches
         from sdkit.sdxl import add_time_ids
 
-        pairs = [add_time_ids(kit.denoiser.model.unet, cd, un, p.width, p.height) for cd, un in pairs]
+        pairs = [add_time_ids(kit.unet, cd, un, p.width, p.height) for cd, un in pairs]
     cond = TextConditioning.cat([cd for cd, _ in pairs]).to(kit.device, kit.dtype)
     uncond = TextConditioning.cat([un for _, un in pairs]).to(kit.device, kit.dtype)
     scale = torch.tensor([c.params.cfg for c in cells], dtype=kit.dtype, device=kit.device).view(-1, 1, 1, 1)

@@ -127,7 +127,8 @@ class ConditionalDenoiser(Protocol):
 class NoisePredictor(Protocol):
     """The UNet, raw view: ``(x_in, timestep[b], cond) -> model output`` (eps or v, per ``prediction_type``)."""
 
-    in_channels: int
+    @property
+    def in_channels(self) -> int: ...
 
     def __call__(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from sdkit.types import TextConditioning
 
@@ -17,7 +17,7 @@ from sdkit.types import TextConditioning
 class UNetPredictor:
     """Wraps a diffusers UNet; ``in_channels`` (4, or 9 for inpainting, 5 for SD2-depth) is checked per call."""
 
-    def __init__(self, unet: nn.Module) -> None:
+    def __init__(self, unet: Any) -> None:  # a diffusers UNet2DConditionModel
         self.unet = unet
 
     @property

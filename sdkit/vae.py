@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from sdkit.image import Image
 from sdkit.latents import SD_RGB_FACTORS, SDXL_RGB_BIAS, SDXL_RGB_FACTORS, Latents, LatentSpace
@@ -42,13 +41,13 @@ def latent_space_from_config(config: Any, family: str) -> LatentSpace:
 class VAE:
     """Encoder/decoder between ``Image`` and ``Latents`` over a diffusers ``AutoencoderKL``."""
 
-    def __init__(self, model: nn.Module, space: LatentSpace) -> None:
+    def __init__(self, model: Any, space: LatentSpace) -> None:  # a diffusers AutoencoderKL
         self.model = model
         self.space = space
         self.last_decode_note = ""
 
     @classmethod
-    def from_diffusers(cls, model: nn.Module, family: str) -> VAE:
+    def from_diffusers(cls, model: Any, family: str) -> VAE:
         return cls(model, latent_space_from_config(model.config, family))
 
     @property

@@ -80,7 +80,7 @@ class Grid:
             if left:
                 draw.text((2, header * 2 + r * ch + ch // 2), self.y_labels[r][: margin // 6], fill="black")
             for c in range(cols):
-                cell = self.images[r][c].resize((cw, ch), PILImage.NEAREST)
+                cell = self.images[r][c].resize((cw, ch), PILImage.Resampling.NEAREST)
                 sheet.paste(cell, (left + c * cw, header * 2 + r * ch))
         return sheet
 

@@ -32,7 +32,7 @@ class ProgressTrace(Trace):
 def _png(image: PILImage.Image, min_size: int = 256) -> bytes:
     if max(image.size) < min_size:  # enlarge small model outputs so that they can be seen
         k = min_size // max(image.size)
-        image = image.resize((image.width * k, image.height * k), PILImage.NEAREST)
+        image = image.resize((image.width * k, image.height * k), PILImage.Resampling.NEAREST)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()

@@ -114,8 +114,8 @@ def parse_caption(text: str) -> Request:
             if head == "" and sep and (m2 := _THING.fullmatch(tail)):
                 things = tuple(_thing(m, place_to_position) for m in (m1, m2))
                 return Request(things, None if joiner == "and" else joiner, background)
-    if m1 := _THING.fullmatch(text):
-        return Request((_thing(m1, place_to_position),), None, background)
+    if single := _THING.fullmatch(text):
+        return Request((_thing(single, place_to_position),), None, background)
     raise ValueError(f"not a shapes-world caption: {text!r}")
 
 

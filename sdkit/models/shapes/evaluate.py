@@ -18,6 +18,7 @@ ControlNets: does the foreground follow the depth map; do figure pixels cover th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,7 +218,7 @@ def _relations(a: Component, b: Component, slack: float = 3.0) -> set[str]:
     return out
 
 
-def evaluate(images: Any, prompts_or_scenes: list[str] | list[world.Scene]) -> dict[str, Any]:
+def evaluate(images: Any, prompts_or_scenes: Sequence[str | world.Scene]) -> dict[str, Any]:
     """Accuracies over a batch: ``color``, ``shape``, ``size``, ``position`` (per requested thing),
     ``background``, ``relation``, ``two_objects`` (both things fully right), ``all`` (whole prompt right),
     plus ``items``, the per-image verdicts."""

@@ -38,7 +38,7 @@ SCHEDULER_CONFIG: dict[str, Any] = dict(
 DEFAULTS = {"family": "shapes", "default_size": IMAGE_SIZE, "default_steps": 20, "default_cfg": 7.5}
 
 
-def _save_fp16(module: torch.nn.Module, folder: Path) -> None:
+def _save_fp16(module: Any, folder: Path) -> None:  # a diffusers / transformers model
     half = copy.deepcopy(module).to(device="cpu", dtype=torch.float16)
     half.save_pretrained(folder, safe_serialization=True)
 
@@ -89,7 +89,8 @@ def export(
     _save_fp16(unet, tmp / "unet")
     for name, model in controlnets.items():
         _save_fp16(model, tmp / f"controlnet_{name}")
-    EulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(tmp / "scheduler")
+    scheduler: Any = EulerDiscreteScheduler(**SCHEDULER_CONFIG)
+    scheduler.save_pretrained(tmp / "scheduler")
     has_tokenizer = save_tokenizer(tmp / "tokenizer")
     index = {
         "_class_name": "StableDiffusionPipeline",

@@ -113,8 +113,9 @@ def sample(
     both = torch.cat([uncond, text])
     for i, t in enumerate(ts):
         x_in = torch.cat([x, x]) / (sigmas[i] ** 2 + 1).sqrt()  # c_in: undo the VP scaling the UNet expects
-        extra = {}
+        extra: dict[str, Any] = {}
         if controlnet is not None:
+            assert cond is not None, "a ControlNet needs its condition image"
             down, mid = controlnet(x_in, t, both, controlnet_cond=torch.cat([cond, cond]), return_dict=False)
             extra = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
         eps_u, eps_c = unet(x_in, t, both, **extra).sample.float().chunk(2)
@@ -169,7 +170,8 @@ class Trainer:
         self.unet = arch.make_unet().to(self.device)
         self.controlnets: dict[str, Any] = {}
         self.latent_scale = 1.0
-        self.stage, self.step, self.metrics = "vae", 0, {}
+        self.stage, self.step = "vae", 0
+        self.metrics: dict[str, Any] = {}
         self.opt: torch.optim.Optimizer | None = None
         self.ema: list[Tensor] | None = None
         self.acp = alphas_cumprod().to(self.device)
@@ -190,7 +192,8 @@ class Trainer:
 
         f32 = torch.float32
         self.vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=f32).to(self.device)
-        self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=f32).to(self.device)
+        text_encoder: Any = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=f32)
+        self.text_encoder = text_encoder.to(self.device)
         self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=f32).to(self.device)
         for name in ("depth", "pose"):
             if (folder / f"controlnet_{name}").is_dir() and not self.cfg.fresh_controlnets:
@@ -365,7 +368,8 @@ class Trainer:
         if self.cfg.compile and stage != "vae":  # in place (nn.Module.compile): state_dict keys stay the same
             for m in (self.unet, self.text_encoder, *self.controlnets.values()):
                 m.compile()
-        first, running, n = self.step, 0.0, 0
+        first, n = self.step, 0
+        running: Tensor | float = 0.0  # a device tensor while summing: no sync per step
         self.log(f"stage {stage}: steps {self.step}..{steps}, batch {self.batch[stage]}, budget "
                  f"{deadline - started if math.isfinite(deadline) else math.inf:.0f}s")  # fmt: skip
         while self.step < steps and time.monotonic() < deadline:
