@@ -74,18 +74,27 @@ def test_depth_controlnet_moves_the_object(shapes):
 
 
 def test_pose_controlnet_moves_the_figure(shapes):
+    """Over 6 seeds, the generated figure covers the limbs of the skeleton it was given far more than those of the
+    same skeleton on the other side (the evaluator's pose coverage). One seed's starting noise can still outvote
+    the skeleton (measured: about 1 in 4), so single seeds are not asserted."""
     import random
 
-    from sdkit.models.shapes import world
+    from sdkit.models.shapes import evaluate, world
 
     assert "controlnet_pose" in shapes.extras
-    xs = {}
-    for side, x in (("left", 18.0), ("right", 46.0)):
-        keypoints = world._person_keypoints(random.Random(0), x, 32.0, world.PERSON_RADIUS["large"])
-        skeleton = world.render_pose(torch.tensor([keypoints]))[0]
-        gens = [
-            shapes.generate("a large blue person, yellow background", control=("controlnet_pose", skeleton), seed=s)
-            for s in range(3)
+    keypoints = {
+        side: torch.tensor([world._person_keypoints(random.Random(0), x, 32.0, world.PERSON_RADIUS["large"])])
+        for side, x in (("left", 18.0), ("right", 46.0))
+    }
+    for side, other in (("left", "right"), ("right", "left")):
+        skeleton = world.render_pose(keypoints[side])[0]
+        images = [
+            shapes.generate(
+                "a large blue person, yellow background", control=("controlnet_pose", skeleton), seed=s
+            ).images[0]
+            for s in range(6)
         ]
-        xs[side] = np.mean([centroid_x(g.images[0], (40, 75, 225)) for g in gens])
-    assert xs["left"] < 28 < 36 < xs["right"], xs
+        x = evaluate.to_tensor(images)
+        own = float(evaluate.pose_coverage(x, keypoints[side].expand(6, -1, -1)).mean())
+        elsewhere = float(evaluate.pose_coverage(x, keypoints[other].expand(6, -1, -1)).mean())
+        assert own >= 0.5 and own - elsewhere >= 0.4, (side, own, elsewhere)  # measured 0.77/0.15, 0.68/0.07
