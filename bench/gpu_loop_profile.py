@@ -54,7 +54,11 @@ def main() -> None:
     unet = kit.denoiser.model.unet
     captured: dict[str, tuple[Any, Any]] = {}
     for name, fn in (("sdkit", r.sdkit_loop), ("diffusers", r.diffusers_loop)):
-        hook = unet.register_forward_pre_hook(lambda m, a, k, n=name: captured.setdefault(n, (a, k)), with_kwargs=True)
+
+        def keep_first(module: Any, args: Any, kwargs: Any, n: str = name) -> None:  # returns None: inputs unchanged
+            captured.setdefault(n, (args, kwargs))
+
+        hook = unet.register_forward_pre_hook(keep_first, with_kwargs=True)
         fn()
         hook.remove()
         ms = wall_ms(fn) / steps

@@ -89,8 +89,24 @@ def test_controlnet_stage_from_an_exported_model_trains_only_the_controlnets(run
     new = load_file(out / "model" / "controlnet_depth" / "diffusion_pytorch_model.safetensors")
     old = load_file(run / "model" / "controlnet_depth" / "diffusion_pytorch_model.safetensors")
     assert not torch.equal(new["controlnet_mid_block.weight"], old["controlnet_mid_block.weight"])
+    init = dict(init_from=str(run / "model"), init_stage="controlnet")
+    fresh = train.Trainer(train.Config(out=str(tmp_path / "fresh"), fresh_controlnets=True, **init))
+    kept = train.Trainer(train.Config(out=str(tmp_path / "kept"), **init))
+    assert fresh.controlnets == {} and set(kept.controlnets) == {"depth", "pose"}  # fresh: copied at stage start
     with pytest.raises(ValueError, match="init_stage"):
         train.Trainer(train.Config(out=str(tmp_path / "bad"), init_from=str(run / "model"), init_stage="vae"))
+    with pytest.raises(ValueError, match="nothing to train"):
+        train.Trainer(train.Config(out=str(tmp_path / "bad"), init_stage="controlnet", skip_controlnet=True))
+
+
+def test_controlnets_are_copied_from_the_unet_at_their_stage_not_at_an_earlier_export(tmp_path: Path) -> None:
+    trainer = train.Trainer(train.Config(out=str(tmp_path), device="cpu", pool=16, batch=2, eval_n=1))
+    trainer.export()  # after the VAE stage: the folder gets placeholder ControlNets ...
+    assert (tmp_path / "model" / "controlnet_depth").is_dir() and trainer.controlnets == {}  # ... which are not kept
+    with torch.no_grad():
+        trainer.unet.conv_in.weight.add_(1.0)  # stands in for the UNet stage
+    trainer.ensure_controlnets()
+    assert torch.equal(trainer.controlnets["depth"].conv_in.weight, trainer.unet.conv_in.weight)
 
 
 def test_a_new_controlnet_adds_nothing_but_already_sees_its_condition() -> None:

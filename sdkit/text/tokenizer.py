@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import html
+import numbers
 from functools import lru_cache
 from typing import Any
 
@@ -78,10 +79,12 @@ class ClipTokenizer:
     def with_comma_backtrack(self, tokens: int) -> ClipTokenizer:
         """A copy of this tokenizer that splits full chunks after a comma up to ``tokens`` back (tokenizers are
         shared between kits, so they are never changed in place)."""
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens < self.chunk_tokens:
+        if isinstance(tokens, bool) or not isinstance(tokens, numbers.Integral):
+            raise TypeError(f"comma_backtrack must be an int in [0, {self.chunk_tokens}), got {tokens!r}")
+        if not 0 <= tokens < self.chunk_tokens:
             raise ValueError(f"comma_backtrack must be an int in [0, {self.chunk_tokens}), got {tokens!r}")
         other = copy.copy(self)
-        other._comma_backtrack = tokens
+        other._comma_backtrack = int(tokens)
         return other
 
     @classmethod

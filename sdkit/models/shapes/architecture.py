@@ -93,9 +93,10 @@ def make_controlnet(unet: Any, seed: int = 0) -> Any:
     """A ControlNet initialised from the (trained) UNet's encoder, as in Zhang et al. 2023.
 
     One departure: the last convolution of the conditioning-image embedding starts random (PyTorch's default
-    init) instead of zero. With both it and the output "zero convolutions" at zero, neither gets a useful
-    gradient until the other has drifted away from zero, the slow start behind ControlNet's "sudden
-    convergence". The output convolutions stay zero, so the untrained ControlNet still adds exactly nothing.
+    init) instead of zero. With it at zero the condition image reaches none of the ControlNet's features, and
+    that convolution gets no gradient until the output "zero convolutions" have moved away from zero; random, it
+    feeds the condition in from the first step. The output convolutions stay zero, so the untrained ControlNet
+    still adds exactly nothing.
     """
     from diffusers import ControlNetModel
 

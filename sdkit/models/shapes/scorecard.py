@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     t0 = time.perf_counter()
     if args.controlnets:
-        print(json.dumps({"n": args.n, **controlnet_scorecard(kit, n=args.n, seed=args.seed)}))
+        cfg = args.cfg[0]  # the first of --cfg (7.5 by default)
+        print(json.dumps({"n": args.n, "cfg": cfg, **controlnet_scorecard(kit, n=args.n, cfg=cfg, seed=args.seed)}))
         print(f"# {2 * args.n} images in {time.perf_counter() - t0:.0f} s")
         return
     for cfg in args.cfg:

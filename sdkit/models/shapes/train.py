@@ -155,6 +155,10 @@ class ScenePool:
 
 class Trainer:
     def __init__(self, cfg: Config) -> None:
+        if cfg.init_stage not in ("unet", "controlnet"):
+            raise ValueError(f"init_stage must be 'unet' or 'controlnet', got {cfg.init_stage!r}")
+        if cfg.init_stage == "controlnet" and cfg.skip_controlnet:
+            raise ValueError("init_stage='controlnet' with skip_controlnet leaves nothing to train")
         self.cfg, self.device, self.t0 = cfg, torch.device(cfg.device), time.monotonic()
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -185,8 +189,6 @@ class Trainer:
     def load_exported(self, folder: Path) -> None:
         """Start from an exported model (e.g. a shorter earlier run): its VAE is kept frozen, training resumes
         at ``init_stage`` with fresh optimizer state."""
-        if self.cfg.init_stage not in ("unet", "controlnet"):
-            raise ValueError(f"init_stage must be 'unet' or 'controlnet', got {self.cfg.init_stage!r}")
         from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
         from transformers import CLIPTextModel
 
@@ -208,7 +210,7 @@ class Trainer:
         if self.stage == "controlnet":
             self.metrics = {k: v for k, v in info.get("metrics", {}).items() if not k.startswith("controlnet")}
             self.metrics["init_controlnet_steps"] = (
-                0 if self.cfg.fresh_controlnets else info["metrics"].get("controlnet_steps", 0)
+                0 if self.cfg.fresh_controlnets else info.get("metrics", {}).get("controlnet_steps", 0)
             )
             for m in (self.unet, self.text_encoder):
                 m.eval().requires_grad_(False)
@@ -251,10 +253,8 @@ class Trainer:
         p = self.pool(pool)
         if not self.cfg.cache_latents:
             return self.encode(world.render_packed(scenes) * 2 - 1, g)
-        if p.posterior is None:
-            t = time.monotonic()
+        if p.posterior is None:  # run_stage prepares it; direct callers get it on first use
             p.cache_latents(self.vae, 4096 if self.cuda else 256, self.autocast())
-            self.log(f"pool {pool}: {p.n} latents cached in {time.monotonic() - t:.1f}s")
         assert p.posterior is not None
         mean, std = p.posterior[0][idx], p.posterior[1][idx]
         return (mean + std * torch.randn(mean.shape, generator=g, device=self.device)) * self.latent_scale
@@ -361,13 +361,27 @@ class Trainer:
         return F.mse_loss(pred.float(), eps)
 
     # --------------------------------------------------------------------------------------------- stages
+    def prepare(self, stage: str) -> None:
+        """Before a stage's clock starts: its scene pools, their latent caches, and (``--compile``) its models."""
+        pools = {"vae": ("main",), "unet": ("main",), "controlnet": ("main", "person")}[stage]
+        for name in pools:
+            pool = self.pool(name)
+            if stage != "vae" and self.cfg.cache_latents and pool.posterior is None:
+                t = time.monotonic()
+                pool.cache_latents(self.vae, 4096 if self.cuda else 256, self.autocast())
+                self.log(f"pool {name}: {pool.n} latents cached in {time.monotonic() - t:.1f}s")
+        if self.cfg.compile and stage != "vae":  # in place (nn.Module.compile): state_dict keys stay the same
+            models = (self.unet, self.text_encoder) if stage == "unet" else (self.unet, *self.controlnets.values())
+            for m in models:
+                if getattr(m, "_compiled_call_impl", None) is None:  # compiled once, not again per stage
+                    m.compile()
+
     def run_stage(self, stage: str, steps: int) -> None:
+        self.prepare(stage)
         started, deadline = time.monotonic(), self.deadline(stage)
         if self.opt is None:
             self.make_optimizer()
-        if self.cfg.compile and stage != "vae":  # in place (nn.Module.compile): state_dict keys stay the same
-            for m in (self.unet, self.text_encoder, *self.controlnets.values()):
-                m.compile()
+        self.metrics[f"{stage}_batch"] = self.batch[stage]
         first, n = self.step, 0
         running: Tensor | float = 0.0  # a device tensor while summing: no sync per step
         self.log(f"stage {stage}: steps {self.step}..{steps}, batch {self.batch[stage]}, budget "
@@ -410,12 +424,17 @@ class Trainer:
         self.text_encoder.eval().requires_grad_(False)
         self.evaluate()
 
+    def new_controlnets(self) -> dict[str, Any]:
+        """Depth and pose ControlNets copied from the UNet as it is now."""
+        return {
+            k: arch.make_controlnet(self.unet, seed=self.cfg.seed + i).to(self.device)
+            for i, k in enumerate(("depth", "pose"))
+        }
+
     def ensure_controlnets(self) -> None:
+        """The ControlNets to train: loaded or trained ones if there are any, else copies of the trained UNet."""
         if not self.controlnets:
-            self.controlnets = {
-                k: arch.make_controlnet(self.unet, seed=self.cfg.seed + i).to(self.device)
-                for i, k in enumerate(("depth", "pose"))
-            }
+            self.controlnets = self.new_controlnets()
 
     def evaluate(self, control: bool = False) -> None:
         try:
@@ -494,12 +513,15 @@ class Trainer:
         self.log(f"resumed at stage {self.stage}, step {self.step}")
 
     def export(self) -> None:
-        self.ensure_controlnets()
+        """Write the diffusers folder. Before the ControlNet stage the folder gets untrained placeholder
+        ControlNets (zero output: they change nothing), which are not kept: that stage copies the UNet it ends
+        up with."""
         t = time.monotonic()
         done = len(STAGES) if self.stage == "done" else STAGES.index(self.stage)
         info = {"metrics": self.metrics, "trained_stages": list(STAGES[:done])}
+        controlnets = self.controlnets or self.new_controlnets()
         folder = export(self.out / "model", vae=self.vae, text_encoder=self.text_encoder, unet=self.unet,
-                        controlnets=self.controlnets, latent_scale=self.latent_scale, info=info)  # fmt: skip
+                        controlnets=controlnets, latent_scale=self.latent_scale, info=info)  # fmt: skip
         (self.out / "metrics.json").write_text(json.dumps(self.metrics, indent=2) + "\n")
         self.log(f"exported {folder} ({time.monotonic() - t:.1f}s)")
 
