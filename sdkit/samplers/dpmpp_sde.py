@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -125,21 +125,12 @@ def dpmpp_2m_sde(
 
 
 def dpmpp_2m_sde_heun(
-    denoiser: Denoiser,
-    x: Float[Tensor, "b c h w"],
-    sigmas: Float[Tensor, " n"],
-    *,
-    eta: float = 1.0,
-    s_noise: float = 1.0,
-    noise_sampler: NoiseSampler | None = None,
-    generator: torch.Generator | int | None = None,
+    denoiser: Denoiser, x: Float[Tensor, "b c h w"], sigmas: Float[Tensor, " n"], **options: Any
 ) -> Iterator[Step]:
     """``dpmpp_2m_sde`` with ``solver_type="heun"`` under its own name, as A1111 ("DPM++ 2M SDE Heun") and
-    ComfyUI (``dpmpp_2m_sde_heun``) list it."""
-    return dpmpp_2m_sde(
-        denoiser, x, sigmas, eta=eta, s_noise=s_noise, solver_type="heun", noise_sampler=noise_sampler,
-        generator=generator,
-    )  # fmt: skip
+    ComfyUI (``dpmpp_2m_sde_heun``) list it; ``options`` are those of ``dpmpp_2m_sde`` (eta, s_noise,
+    noise_sampler, generator)."""
+    return dpmpp_2m_sde(denoiser, x, sigmas, solver_type="heun", **options)
 
 
 def dpmpp_3m_sde(
