@@ -7,6 +7,7 @@ flips every round) and reports medians and their ratio, never a lone absolute nu
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -44,6 +45,23 @@ def cpu_name() -> str:
 
 def device_line(threads: int) -> str:
     return f"CPU: {cpu_name()}, {threads} threads, torch {torch.__version__}"
+
+
+def cpu_parser(doc: str, repeats: int, repeats_help: str | None = None) -> argparse.ArgumentParser:
+    """The options every CPU benchmark takes: ``--repeats``, ``--steps`` (20) and ``--threads``."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=repeats, help=repeats_help)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    return p
+
+
+def parse_cpu_args(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, set torch's thread count and print the device line that heads every result."""
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(device_line(args.threads))
+    return args
 
 
 def euler_scheduler() -> Any:

@@ -10,22 +10,16 @@ decode and convert to PIL.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from common import device_line, euler_scheduler, interleaved, markdown_row, sd_pipeline
+from common import cpu_parser, euler_scheduler, interleaved, markdown_row, parse_cpu_args, sd_pipeline
 
 
 def main() -> None:
     import sdkit
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cpu_parser(__doc__, repeats=15)
     p.add_argument("--model", default="shapes")
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--steps", type=int, default=20)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_cpu_args(p)
 
     kit = sdkit.load(args.model)
     size, prompt = kit.defaults.width, "a large red circle on the left, yellow background"
@@ -52,7 +46,6 @@ def main() -> None:
 
     t = interleaved({"sdkit": ours, "diffusers": theirs}, args.repeats)
     t_ours, t_theirs = t["sdkit"], t["diffusers"]
-    print(device_line(args.threads))
     print(
         f"model {args.model}, {size}x{size}, {args.steps} Euler steps, CFG 7.5, {args.threads} threads, "
         f"median of {args.repeats} (interleaved)"

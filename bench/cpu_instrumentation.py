@@ -13,12 +13,11 @@ Each pair alternates round by round; medians and ratios (with / without) are pri
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import device_line, interleaved, markdown_row
+from common import cpu_parser, interleaved, markdown_row, parse_cpu_args
 
 import sdkit
 from sdkit.attention import capture_attention
@@ -81,13 +80,7 @@ def pairs(kit: Any, steps: int) -> dict[str, tuple[Callable[[], Any], Callable[[
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    print(device_line(args.threads))
+    args = parse_cpu_args(cpu_parser(__doc__, repeats=15))
     kit = sdkit.load("shapes")
     rows = []
     for name, (on, off) in pairs(kit, args.steps).items():

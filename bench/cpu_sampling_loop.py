@@ -17,11 +17,10 @@ interleaved), their ratio, the largest difference between the two final latents,
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
-from common import device_line, euler_scheduler, interleaved, markdown_row, sd_pipeline, small_sd_kit
+from common import cpu_parser, euler_scheduler, interleaved, markdown_row, parse_cpu_args, sd_pipeline, small_sd_kit
 
 import sdkit
 from sdkit.noise import randn
@@ -102,16 +101,11 @@ def compare(model: str, steps: int, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = cpu_parser(__doc__, repeats=15, repeats_help="timed rounds on shapes (x5 on stub)")
     models = ["shapes", "small-sd", "stub"]
     p.add_argument("--models", nargs="+", default=models, choices=models)
-    p.add_argument("--repeats", type=int, default=15, help="timed rounds on shapes (x5 on stub)")
     p.add_argument("--sd-repeats", type=int, default=5, help="timed rounds on small-sd (about 15 s each)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    print(device_line(args.threads))
+    args = parse_cpu_args(p)
     rows = []
     for model in args.models:
         repeats = {"small-sd": args.sd_repeats, "stub": 5 * args.repeats}.get(model, args.repeats)

@@ -9,12 +9,10 @@ and the largest pixel difference between the grid and the sequential images.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import numpy as np
-import torch
-from common import device_line, interleaved, markdown_row
+from common import cpu_parser, interleaved, markdown_row, parse_cpu_args
 
 import sdkit
 from sdkit.sweep import sweep
@@ -25,13 +23,7 @@ CFGS = [1.0, 3.0, 7.5, 12.0]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    print(device_line(args.threads))
+    args = parse_cpu_args(cpu_parser(__doc__, repeats=5))
     kit = sdkit.load("shapes")
     out: dict[str, Any] = {}
 
