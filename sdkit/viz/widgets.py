@@ -51,7 +51,27 @@ class Settings:
     height: int | None = None
 
 
-class Explorer:
+class _WidgetView:
+    """Builds its ipywidgets view on first use (``widget``) and shows it when displayed in a notebook."""
+
+    _widget: Any = None
+
+    @property
+    def widget(self) -> Any:
+        if self._widget is None:
+            self._widget = self._build()
+        return self._widget
+
+    def _build(self) -> Any:
+        raise NotImplementedError
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class Explorer(_WidgetView):
     """Generate with a trace, then look at any step (``frame(i)``); ``widget`` is the interactive view."""
 
     def __init__(self, kit: Any, decoder: Any = "vae", **settings: Any) -> None:
@@ -60,7 +80,6 @@ class Explorer:
         self.kit, self.decoder = kit, decoder
         self.settings = Settings(**{**base, **settings})
         self.generation: Any = None
-        self._widget: Any = None
 
     # ----------------------------------------------------------------------------- logic (testable)
     def run(self, progress: Callable[[int], None] | None = None, **overrides: Any) -> Any:
@@ -95,12 +114,6 @@ class Explorer:
         return self.generation.trace.plot(self.kit.vae if self.decoder == "vae" else self.decoder)
 
     # ----------------------------------------------------------------------------- the widget
-    @property
-    def widget(self) -> Any:
-        if self._widget is None:
-            self._widget = self._build()
-        return self._widget
-
     def _build(self) -> Any:
         import ipywidgets as w
 
@@ -143,24 +156,18 @@ class Explorer:
         controls = w.VBox([prompt, w.HBox([seed, sampler, schedule]), w.HBox([steps, cfg]), w.HBox([button, bar])])
         return w.VBox([controls, slider, picture, caption])
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
 
 def explorer(kit: Any, decoder: Any = "vae", **settings: Any) -> Explorer:
     """An ``Explorer`` for ``kit``: display it for the widget, or call ``.static(...)`` for a figure."""
     return Explorer(kit, decoder, **settings)
 
 
-class SweepWidget:
+class SweepWidget(_WidgetView):
     """A CFG x seed grid (``sdkit.sweep.sweep``) with a progress bar over its batched runs."""
 
     def __init__(self, kit: Any, prompt: str = "a red circle", **fixed: Any) -> None:
         self.kit, self.prompt, self.fixed = kit, prompt, fixed
         self.grid: Any = None
-        self._widget: Any = None
 
     def run(
         self,
@@ -176,12 +183,6 @@ class SweepWidget:
         args = {**self.fixed, **fixed}
         self.grid = sweep(self.kit, self.prompt, x=("cfg", cfgs), y=("seed", seeds), on_batch=progress, **args)
         return self.grid
-
-    @property
-    def widget(self) -> Any:
-        if self._widget is None:
-            self._widget = self._build()
-        return self._widget
 
     def _build(self) -> Any:
         import ipywidgets as w
@@ -210,11 +211,6 @@ class SweepWidget:
 
         button.on_click(go)
         return w.VBox([prompt, w.HBox([cfgs, seeds, steps]), w.HBox([button, bar]), picture])
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
 
 def sweep_widget(kit: Any, prompt: str = "a red circle", **fixed: Any) -> SweepWidget:
