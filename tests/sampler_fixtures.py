@@ -4,9 +4,7 @@ seen through sdkit's denoiser contract (float64, so parity can be asserted to 1e
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
-import pytest
 import torch
 from torch import Tensor
 
@@ -83,12 +81,3 @@ def unet_denoiser(schedule: DiscreteSchedule | None = None) -> tuple[Denoiser, D
 
 def latents(seed: int, batch: int = 2, size: int = 8) -> Tensor:
     return torch.randn(batch, 4, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Tiny float64 models run fastest on one thread (and do not fight other tests for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -10,11 +10,10 @@ from typing import Any
 import k_diffusion.sampling as K
 import pytest
 import torch
-from sampler_fixtures import (  # noqa: F401  (single_thread is an autouse fixture)
+from sampler_fixtures import (
     BROWNIAN,
     GaussianDenoiser,
     latents,
-    single_thread,
     text_conditioning,
     tiny_unet,
     unet_denoiser,
@@ -24,7 +23,10 @@ from sdkit import samplers, schedules
 from sdkit.denoisers import DiscreteSchedule
 from sdkit.noise import SeededNoiseSampler
 
-pytestmark = pytest.mark.filterwarnings("ignore:Should have t[ab]")  # torchsde float32 edge noise
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Should have t[ab]"),  # torchsde float32 edge noise
+    pytest.mark.usefixtures("one_thread"),  # tiny float64 models run fastest on one thread
+]
 
 CHURN = {"s_churn": 1.0, "s_tmin": 0.1, "s_tmax": 5.0}  # some steps churn, some do not
 CASES: list[tuple[str, dict[str, Any]]] = [

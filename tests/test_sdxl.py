@@ -19,13 +19,7 @@ from sdkit.testing import save_tiny_model, save_tiny_refiner
 PROMPT, NEGATIVE = "a red circle above a blue square", "blurry"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP oversubscription makes them 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,7 @@ from sdkit.loading import load_vae
 from sdkit.testing import save_tiny_model, tiny_vae
 from sdkit.vae import VAE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP oversubscription makes them 30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _overflowing_vae() -> torch.nn.Module:
