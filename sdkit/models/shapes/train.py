@@ -250,14 +250,21 @@ class Trainer:
         """x_0 for the diffusion loss: a posterior sample of each scene's latent, from the pool's cache (encoded
         on first use) or, with ``cache_latents`` off, by rendering and encoding the batch now. Both draw the same
         noise from ``g``, so they agree up to the VAE's batch-size rounding."""
-        p = self.pool(pool)
         if not self.cfg.cache_latents:
             return self.encode(world.render_packed(scenes) * 2 - 1, g)
-        if p.posterior is None:  # run_stage prepares it; direct callers get it on first use
-            p.cache_latents(self.vae, 4096 if self.cuda else 256, self.autocast())
-        assert p.posterior is not None
-        mean, std = p.posterior[0][idx], p.posterior[1][idx]
+        means, stds = self.posterior(pool)
+        mean, std = means[idx], stds[idx]
         return (mean + std * torch.randn(mean.shape, generator=g, device=self.device)) * self.latent_scale
+
+    def posterior(self, pool: str) -> tuple[Tensor, Tensor]:
+        """The pool's cached latent posterior (mean, std), encoded with the frozen VAE on first use."""
+        p = self.pool(pool)
+        if p.posterior is None:
+            t = time.monotonic()
+            p.cache_latents(self.vae, 4096 if self.cuda else 256, self.autocast())
+            self.log(f"pool {pool}: {p.n} latents cached in {time.monotonic() - t:.1f}s")
+        assert p.posterior is not None
+        return p.posterior
 
     def lr_factor(self, step: int, steps: int, started: float, deadline: float) -> float:
         """Linear warmup, then cosine decay to 10% over the stage (measured in steps or in time)."""
@@ -365,11 +372,10 @@ class Trainer:
         """Before a stage's clock starts: its scene pools, their latent caches, and (``--compile``) its models."""
         pools = {"vae": ("main",), "unet": ("main",), "controlnet": ("main", "person")}[stage]
         for name in pools:
-            pool = self.pool(name)
-            if stage != "vae" and self.cfg.cache_latents and pool.posterior is None:
-                t = time.monotonic()
-                pool.cache_latents(self.vae, 4096 if self.cuda else 256, self.autocast())
-                self.log(f"pool {name}: {pool.n} latents cached in {time.monotonic() - t:.1f}s")
+            if stage != "vae" and self.cfg.cache_latents:
+                self.posterior(name)
+            else:
+                self.pool(name)
         if self.cfg.compile and stage != "vae":  # in place (nn.Module.compile): state_dict keys stay the same
             models = (self.unet, self.text_encoder) if stage == "unet" else (self.unet, *self.controlnets.values())
             for m in models:
@@ -558,7 +564,7 @@ def main(argv: list[str] | None = None) -> None:
     defaults = Config(out="")
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt, train.log and model/")
     for name, value in asdict(defaults).items():
-        if name in ("out", "resume", "skip_controlnet", "fresh_controlnets", "cache_latents", "compile"):
+        if name == "out" or isinstance(value, bool):  # the switches below
             continue
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
