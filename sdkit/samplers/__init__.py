@@ -56,9 +56,11 @@ _REGISTRY: dict[str, SamplerFn] = {
 SAMPLERS: dict[str, Sampler] = cast(dict[str, Sampler], _REGISTRY)
 
 STOCHASTIC: frozenset[str] = frozenset(
-    {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun"}
-    | {"dpmpp_3m_sde"}
-    | {"ddpm", "lcm"}
+    {
+        *("euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral"),
+        *("dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"),
+        *("ddpm", "lcm"),
+    }
 )
 """Samplers that draw fresh noise at every step by default (ddim only with eta > 0, euler/heun/dpm_2 only
 with s_churn > 0): these need ``generator=`` or ``noise_sampler=``."""

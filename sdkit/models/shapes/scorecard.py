@@ -23,6 +23,18 @@ from sdkit.models.shapes import evaluate, world
 KEYS = ("color", "shape", "size", "position", "background", "two_objects", "all")
 
 
+def generate_scenes(
+    kit: Any, scenes: list[world.Scene], *, seed: int, desc: str, control: tuple[str, Any] | None = None, **options: Any
+) -> list[Any]:
+    """One image per scene from its full caption, scene ``i`` with seed ``seed + i``. ``control`` is
+    ``(ControlNet name, control images)``, image ``i`` for scene ``i``; ``options`` go to ``kit.generate``."""
+    images = []
+    for i, scene in enumerate(tqdm(scenes, desc=desc, leave=False)):
+        extra = {} if control is None else {"control": (control[0], control[1][i])}
+        images += kit.generate(world.caption(scene), seed=seed + i, **extra, **options).images
+    return images
+
+
 def scorecard(
     kit: Any,
     *,
@@ -35,9 +47,8 @@ def scorecard(
 ) -> dict[str, float]:
     """Accuracies of ``kit`` on ``n`` random full-caption prompts with ``objects`` (1 or 2) things each."""
     scenes = world.sample_scenes(n, seed, person_fraction=0.0, two_fraction=float(objects == 2), full_caption=True)
-    images = []
-    for i, scene in enumerate(tqdm(scenes, desc=f"{objects} object(s), cfg {cfg:g}", leave=False)):
-        images += kit.generate(world.caption(scene), seed=seed + i, steps=steps, cfg=cfg, sampler=sampler).images
+    desc = f"{objects} object(s), cfg {cfg:g}"
+    images = generate_scenes(kit, scenes, seed=seed, desc=desc, steps=steps, cfg=cfg, sampler=sampler)
     result = evaluate.evaluate(images, scenes)
     return {k: round(float(result[k]), 4) for k in KEYS if k in result}
 
@@ -46,22 +57,18 @@ def controlnet_scorecard(
     kit: Any, *, n: int = 100, cfg: float = 7.5, steps: int = 20, seed: int = 0
 ) -> dict[str, float]:
     """Mean depth IoU and pose coverage of ``kit``'s depth and pose ControlNets over ``n`` scenes each."""
-    import torch
-
     depth_scenes = world.sample_scenes(n, seed + 1, person_fraction=0.0, full_caption=True)
     pose_scenes = world.sample_scenes(n, seed + 2, person_fraction=1.0, full_caption=True)
     depths, keypoints = world.render_depth(depth_scenes), world.pose_keypoints(pose_scenes)
-    skeletons = world.render_pose(keypoints)
-    out = {}
-    for name, scenes, controls in (("depth", depth_scenes, depths), ("pose", pose_scenes, skeletons)):
-        images = []
-        for i, scene in enumerate(tqdm(scenes, desc=f"{name} ControlNet", leave=False)):
-            control = (f"controlnet_{name}", controls[i])
-            images += kit.generate(world.caption(scene), seed=seed + i, steps=steps, cfg=cfg, control=control).images
-        x = evaluate.to_tensor(images)
-        score = evaluate.depth_iou(x, depths) if name == "depth" else evaluate.pose_coverage(x, keypoints)
-        out["depth_iou" if name == "depth" else "pose_coverage"] = round(float(torch.as_tensor(score).mean()), 4)
-    return out
+    options: dict[str, Any] = dict(seed=seed, steps=steps, cfg=cfg)
+    with_depth = generate_scenes(kit, depth_scenes, desc="depth ControlNet", control=("controlnet_depth", depths),
+                                 **options)  # fmt: skip
+    with_pose = generate_scenes(kit, pose_scenes, desc="pose ControlNet",
+                                control=("controlnet_pose", world.render_pose(keypoints)), **options)  # fmt: skip
+    return {
+        "depth_iou": round(float(evaluate.depth_iou(evaluate.to_tensor(with_depth), depths).mean()), 4),
+        "pose_coverage": round(float(evaluate.pose_coverage(evaluate.to_tensor(with_pose), keypoints).mean()), 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
