@@ -14,6 +14,7 @@ import torch
 from PIL import Image as PILImage
 
 import sdkit
+from sdkit.image import Image
 from sdkit.models.shapes import world
 
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -35,10 +36,9 @@ def strip(tiles: list[PILImage.Image], scale: int = 2, gap: int = 8) -> PILImage
     return sheet
 
 
-def to_pil(image: torch.Tensor) -> PILImage.Image:
+def control_picture(image: torch.Tensor) -> PILImage.Image:
     """A ``[c, h, w]`` control image in [0, 1] (1 or 3 channels) as an RGB picture."""
-    arr = (image.expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return PILImage.fromarray(arr)
+    return Image(image.expand(3, -1, -1)[None]).to_pil()[0]
 
 
 def hero(kit: sdkit.Kit) -> PILImage.Image:
@@ -53,12 +53,12 @@ def controlnets(kit: sdkit.Kit) -> PILImage.Image:
         disc = world.Thing("circle", "red", "large", "left", x, 32.0, 11.0, 0.3)
         depth = world.render_depth([world.Scene((disc,), "yellow")])[0]
         gen = kit.generate("a large red circle, yellow background", control=("controlnet_depth", depth), seed=0)
-        tiles += [to_pil(depth), gen.images[0]]
+        tiles += [control_picture(depth), gen.images[0]]
     for x in (18.0, 46.0):
         keypoints = world._person_keypoints(random.Random(0), x, 32.0, world.PERSON_RADIUS["large"])
         skeleton = world.render_pose(torch.tensor([keypoints]))[0]
         gen = kit.generate("a large blue person, yellow background", control=("controlnet_pose", skeleton), seed=0)
-        tiles += [to_pil(skeleton), gen.images[0]]
+        tiles += [control_picture(skeleton), gen.images[0]]
     return strip(tiles)
 
 
