@@ -13,30 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from gpu_benchmark import Runner, build
+from common import interleaved
+from gpu_benchmark import Runner, build, synced
 from torch.profiler import ProfilerActivity, profile
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def wall_ms(fn: Any, repeats: int = 3) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return 1e3 * sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -45,13 +28,17 @@ def main() -> None:
     device = torch.device("cpu" if tiny else "cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
+    def wall_ms(fn: Any) -> float:
+        """Median wall milliseconds of 3 synchronised calls after a warm-up."""
+        return 1e3 * interleaved({"run": synced(device, fn)}, 3)["run"]
+
     def say(text: str) -> None:
         print(text, flush=True)
         lines.append(text)
 
     kit, pipe = build("sd1", tiny, device, torch.float32 if tiny else torch.float16)
     r = Runner("sd1", kit, pipe, 64 if tiny else 512, steps, device)
-    unet = kit.denoiser.model.unet
+    unet = kit.unet
     captured: dict[str, tuple[Any, Any]] = {}
     for name, fn in (("sdkit", r.sdkit_loop), ("diffusers", r.diffusers_loop)):
 
@@ -63,8 +50,7 @@ def main() -> None:
         hook.remove()
         ms = wall_ms(fn) / steps
         with profile(activities=activities) as prof:
-            fn()
-            sync()
+            synced(device, fn)()
         events = prof.key_averages()
         gpu_ms = sum(e.self_device_time_total for e in events) / 1e3 / steps
         say(f"== {name}: wall {ms:.2f} ms/step, GPU kernels {gpu_ms:.2f} ms/step (profiled run)")
