@@ -21,7 +21,7 @@ from sdkit.denoisers import DiscreteDenoiser, DiscreteSchedule, alphas_cumprod_f
 from sdkit.families import FamilyDefaults, defaults_for
 from sdkit.latents import LatentSpace
 from sdkit.metadata import GenerationParameters
-from sdkit.noise import check_seed, resolve_seed
+from sdkit.noise import SeedSpec, check_seed, resolve_seed
 from sdkit.trace import Trace
 from sdkit.types import Sampler, Step
 from sdkit.unet import UNetPredictor
@@ -216,6 +216,10 @@ class Kit:
         height: int | None = None,
         batch_size: int = 1,
         model: str | None = None,
+        subseed: int | None = None,
+        subseed_strength: float = 0.0,
+        seed_resize_from: tuple[int, int] | None = None,
+        eta_noise_seed_delta: int = 0,
     ) -> tuple[GenerationParameters, Sampler | str, Tensor]:
         """Validate and complete the arguments of ``generate``; returns the parameters, sampler and sigmas."""
         from sdkit.samplers import SAMPLERS
@@ -227,6 +231,9 @@ class Kit:
             if not isinstance(text, str):
                 raise TypeError(f"{pname} must be a str, got {type(text).__name__}")
         check_seed(seed)
+        if subseed is not None:
+            check_seed(subseed, "subseed")
+        seeds = SeedSpec(0, 0, subseed_strength, seed_resize_from, eta_noise_seed_delta)  # validates the options
         steps = _positive_int("steps", d.steps if steps is None else steps, maximum=MAX_STEPS)
         cfg = d.cfg if cfg is None else cfg
         if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real):
@@ -278,6 +285,10 @@ class Kit:
             schedule="custom" if custom else str(schedule_name),
             cfg=float(cfg),
             seed=resolve_seed(seed),
+            subseed=resolve_seed(-1 if subseed is None else subseed, "subseed") if seeds.subseed_strength else None,
+            subseed_strength=seeds.subseed_strength,
+            seed_resize_from=seeds.resize_from,
+            eta_noise_seed_delta=seeds.eta_noise_seed_delta,
             width=width,
             height=height,
             model=self.name,
@@ -306,9 +317,17 @@ class Kit:
         trace: bool | Trace = False,
         model: str | None = None,
         progress: bool = False,
+        subseed: int | None = None,
+        subseed_strength: float = 0.0,
+        seed_resize_from: tuple[int, int] | None = None,
+        eta_noise_seed_delta: int = 0,
     ) -> Generation:
         """Generate with this model: text to image, or with ``init_image`` (+ ``strength``), ``mask`` (inpainting)
-        and ``control`` (ControlNets, see ``sdkit.conditioners``); parameters left out take the family's defaults."""
+        and ``control`` (ControlNets, see ``sdkit.conditioners``); parameters left out take the family's defaults.
+
+        Seeds work as in A1111 (``sdkit.noise``): image ``i`` of a batch is the single image with ``seed + i``;
+        ``subseed``/``subseed_strength`` mix in a variation seed (``-1`` or None: a random one); ``seed_resize_from``
+        ``(width, height)`` keeps the composition of that size; ``eta_noise_seed_delta`` is A1111's ENSD."""
         from sdkit.recipes import txt2img
 
         for pname, size in (("width", width), ("height", height)):
@@ -337,6 +356,10 @@ class Kit:
             width=width,
             height=height,
             batch_size=batch_size,
+            subseed=subseed,
+            subseed_strength=subseed_strength,
+            seed_resize_from=seed_resize_from,
+            eta_noise_seed_delta=eta_noise_seed_delta,
         )
         if conditioning is not None:
             params = conditioning.record(params)
@@ -392,7 +415,7 @@ class Kit:
                     sigmas=sigmas,
                     sampler=sampler_fn,
                     cfg_scale=params.cfg,
-                    seed=params.seed,
+                    seed=params.seed_spec,
                     width=params.width,
                     height=params.height,
                     batch_size=params.batch_size,

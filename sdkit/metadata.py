@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sdkit.noise import SeedSpec
+
 NEGATIVE = "Negative prompt: "
 _FIELD = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
@@ -39,6 +41,11 @@ class GenerationParameters:
     strength: float | None = None  # img2img / inpaint denoising strength
     mask_blur: float | None = None  # inpainting mask blur (pixels)
     controls: tuple[str, ...] = ()  # one "Model: ..., Weight: ..., Guidance Start: ..., Guidance End: ..." each
+    # variation seeds and seed resizing, as A1111 (``sdkit.noise.SeedSpec``): the subseed of the batch's first image
+    subseed: int | None = None
+    subseed_strength: float = 0.0
+    seed_resize_from: tuple[int, int] | None = None  # (width, height) in pixels
+    eta_noise_seed_delta: int = 0  # A1111's ENSD: step noise from generators seeded seed + delta
 
     def infotext(self) -> str:
         from sdkit.samplers.names import display_name
@@ -53,6 +60,13 @@ class GenerationParameters:
             ("Size", f"{self.width}x{self.height}"),
             ("Model", self.model),
         ]
+        if self.subseed_strength:
+            fields.append(("Variation seed", str(self.subseed)))
+            fields.append(("Variation seed strength", repr(float(self.subseed_strength))))
+        if self.seed_resize_from is not None:
+            fields.append(("Seed resize from", "{}x{}".format(*self.seed_resize_from)))
+        if self.eta_noise_seed_delta:
+            fields.append(("ENSD", str(self.eta_noise_seed_delta)))
         if self.strength is not None:
             fields.append(("Denoising strength", f"{self.strength:g}"))
         if self.mask_blur is not None:
@@ -67,6 +81,13 @@ class GenerationParameters:
             lines.append(NEGATIVE + self.negative_prompt)
         lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields))
         return "\n".join(lines)
+
+    @property
+    def seed_spec(self) -> SeedSpec:
+        """The batch's seeds as ``sdkit.noise.SeedSpec`` (what the recipes draw the noise from)."""
+        return SeedSpec(
+            self.seed, self.subseed, self.subseed_strength, self.seed_resize_from, self.eta_noise_seed_delta
+        )
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``Kit.generate`` that reproduce this image."""
@@ -151,7 +172,20 @@ def parse(text: str) -> GenerationParameters:
         strength=_convert(fields, "Denoising strength", float),
         mask_blur=_convert(fields, "Mask blur", float),
         controls=tuple(v for k, v in fields.items() if re.fullmatch(r"ControlNet \d+", k)),
+        **_seed_fields(fields),
     )
+
+
+def _seed_fields(fields: dict[str, str]) -> dict[str, Any]:
+    """Variation seed, its strength, "Seed resize from" and ENSD (A1111's names; absent or 0 when not used)."""
+    strength = _convert(fields, "Variation seed strength", float, 0.0)
+    resize = _convert(fields, "Seed resize from", _size)
+    return {
+        "subseed": _convert(fields, "Variation seed", int) if strength else None,
+        "subseed_strength": strength,
+        "seed_resize_from": resize if resize is not None and min(resize) > 0 else None,
+        "eta_noise_seed_delta": _convert(fields, "ENSD", int, 0),
+    }
 
 
 def read(path: str | Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from sdkit.denoisers import DiscreteDenoiser
 from sdkit.guidance import CFG, PartsHook, ScheduledCFG
 from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
-from sdkit.noise import batch_seeds, noise_sampler_for, randn
+from sdkit.noise import ImageNoise, SeedSpec, randn, seed_spec
 from sdkit.strength import StrengthMode, strength_sigmas
 from sdkit.types import ConditionalDenoiser, Denoiser, Sampler, Step, TextConditioning
 from sdkit.vae import VAE
@@ -49,7 +49,7 @@ def txt2img(
     sigmas: Float[Tensor, " n1"],
     sampler: str | Sampler = "euler",
     cfg_scale: float = 7.5,
-    seed: int = 0,
+    seed: int | SeedSpec = 0,
     width: int = 512,
     height: int = 512,
     batch_size: int = 1,
@@ -58,14 +58,19 @@ def txt2img(
     on_step: StepHook | None = None,
     on_cfg_parts: PartsHook | None = None,
     on_prompt: Callable[[int, int], None] | None = None,
+    noise: ImageNoise | None = None,
 ) -> Latents:
     """Text to image: pure noise at ``sigmas[0]``, denoised step by step under classifier-free guidance.
 
     ``cond`` may be a prompt schedule (prompt editing); ``on_prompt(step, entry)`` then reports which entry
-    each step used."""
-    # 1. Starting noise: one seeded CPU generator per image, so image i of a batch equals seed + i alone.
+    each step used. ``seed`` may be a ``SeedSpec`` (variation seed, seed resize); ``noise`` an ``ImageNoise``
+    to draw from instead (it keeps going afterwards, e.g. into an SDXL refiner)."""
+    # 1. Starting noise: one seeded CPU generator per image (A1111's scheme), so image i of a batch equals seed
+    #    + i alone; the same generators' next draws are the step noise of stochastic samplers.
     shape = (space.channels, height // space.factor, width // space.factor)
-    x = randn(batch_seeds(seed, batch_size), shape, device=device, dtype=dtype) * sigmas[0].to(dtype)
+    if noise is None:
+        noise = ImageNoise.for_batch(seed, batch_size, shape, factor=space.factor, device=device, dtype=dtype)
+    x = noise.first() * sigmas[0].to(dtype)
     # 2. Guidance wraps the model: [uncond, cond] in one batch, mixed as uncond + scale * (cond - uncond).
     if isinstance(cond, TextConditioning):
         guided = CFG(denoiser, cond.repeat(batch_size), uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
@@ -73,7 +78,7 @@ def txt2img(
         entries = [(end, c.repeat(batch_size)) for end, c in cond]
         guided = ScheduledCFG(denoiser, entries, uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
     # 3. The sampler walks the sigmas; stochastic samplers draw their step noise from seeded generators.
-    for step in samplers.steps(sampler, guided, x, sigmas.to(device), noise_sampler=noise_sampler_for(seed, x)):
+    for step in samplers.steps(sampler, guided, x, sigmas.to(device), noise_sampler=noise):
         if isinstance(guided, ScheduledCFG):
             if on_prompt is not None:
                 on_prompt(step.i, guided.entry)
@@ -105,7 +110,7 @@ def img2img(
     strength_mode: StrengthMode = "sdkit",
     sampler: str | Sampler = "euler",
     cfg_scale: float = 7.5,
-    seed: int = 0,
+    seed: int | SeedSpec = 0,
     batch_size: int = 1,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -122,11 +127,12 @@ def img2img(
     if tail.shape[0] < 2:
         return Latents(z, vae.space)
     # 3. Seeded per-image noise, as txt2img draws it, scaled to the tail's first sigma.
-    noise = randn(batch_seeds(seed, batch_size), z.shape[1:], device=device, dtype=dtype)
-    x = noise * tail[0].to(dtype) if strength >= 1.0 else z + noise * tail[0].to(dtype)
+    noise = ImageNoise.for_batch(seed, batch_size, z.shape[1:], factor=vae.space.factor, device=device, dtype=dtype)
+    start = noise.first()
+    x = start * tail[0].to(dtype) if strength >= 1.0 else z + start * tail[0].to(dtype)
     # 4. Guidance and the sampler, as in txt2img.
     guided = CFG(denoiser, cond.repeat(batch_size), uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
-    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise_sampler_for(seed, x)):
+    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise):
         if on_step is not None:
             on_step(step)
         x = step.x_next
@@ -157,7 +163,7 @@ def inpaint(
     strength_mode: StrengthMode = "sdkit",
     sampler: str | Sampler = "euler",
     cfg_scale: float = 7.5,
-    seed: int = 0,
+    seed: int | SeedSpec = 0,
     batch_size: int = 1,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -171,14 +177,16 @@ def inpaint(
     # 1. Known latents of the original and the repaint mask at latent resolution.
     known = _batch(vae.encode(init).tensor, b, "init image").to(device=device, dtype=dtype)
     m = latent_mask(mask, space.factor).to(device=device, dtype=dtype)
-    noise = randn(batch_seeds(seed, b), known.shape[1:], device=device, dtype=dtype)
+    rng = ImageNoise.for_batch(seed, b, known.shape[1:], factor=space.factor, device=device, dtype=dtype)
+    noise = rng.first()
     # 2. Masked content: what the repainted region starts from before it is noised.
     start = {"original": known, "latent_nothing": known * (1 - m)}.get(content)
     if content == "fill":
         start = _batch(vae.encode(fill_masked(init, mask)).tensor, b, "init image").to(device=device, dtype=dtype)
     elif content == "latent_noise":
-        fresh = randn([(s + 2**62) % 2**64 for s in batch_seeds(seed, b)], known.shape[1:], device=device, dtype=dtype)
-        start = known * (1 - m) + fresh * m
+        # A1111 fills with a fresh draw of the image seeds (no variation seed), so the fill is the plain seed noise
+        fill = randn(seed_spec(seed).seeds(b), known.shape[1:], device=device, dtype=dtype)
+        start = known * (1 - m) + fill * m
     if start is None:
         raise ValueError(
             f"content must be one of 'original', 'fill', 'latent_noise', 'latent_nothing', got {content!r}"
@@ -194,7 +202,7 @@ def inpaint(
     # 4. Noise to the tail's first sigma and sample, as img2img does.
     tail = strength_sigmas(sigmas, strength, strength_mode).to(device)
     x = start if tail.shape[0] < 2 else noise * tail[0] if strength >= 1.0 else start + noise * tail[0]
-    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise_sampler_for(seed, x)):
+    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=rng):
         if on_step is not None:
             on_step(step)
         x = step.x_next

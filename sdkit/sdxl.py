@@ -29,7 +29,7 @@ from torch import Tensor
 from sdkit import samplers
 from sdkit.guidance import CFG
 from sdkit.latents import Latents
-from sdkit.noise import SEED_LIMIT, batch_seeds, noise_sampler_for, randn
+from sdkit.noise import ImageNoise, SeedSpec, noise_sampler_for
 from sdkit.types import ConditionalDenoiser, Sampler, Step, TextConditioning
 
 if TYPE_CHECKING:
@@ -173,14 +173,17 @@ def refine(
     sigmas: Float[Tensor, " n1"],
     sampler: str | Sampler = "euler",
     cfg_scale: float = 5.0,
-    seed: int = 0,
+    seed: int | SeedSpec = 0,
     on_step: Callable[[Step], None] | None = None,
+    noise: ImageNoise | None = None,
 ) -> Latents:
     """Finish ``latents`` along ``sigmas`` with (usually) the refiner.
 
     Handoff: noisy latents from the base (``latents.sigma`` set) must sit at ``sigmas[0]`` and are used as
-    they are. Plain img2img: clean latents (``sigma`` None, e.g. ``vae.encode(image)``) are first noised to
-    ``sigmas[0]`` with the seed's noise. ``cond``/``uncond`` carry the refiner's ``time_ids``.
+    they are; pass the base's ``noise`` so stochastic samplers keep drawing from its generators, as one A1111
+    run does (without it the step noise restarts after the seed's starting noise). Plain img2img: clean latents
+    (``sigma`` None, e.g. ``vae.encode(image)``) are first noised to ``sigmas[0]`` with the seed's noise.
+    ``cond``/``uncond`` carry the refiner's ``time_ids``.
     """
     x = latents.tensor
     b = x.shape[0]
@@ -188,14 +191,14 @@ def refine(
         return latents.with_tensor(x, float(sigmas[0]) if sigmas.shape[0] else latents.sigma)
     start = float(sigmas[0])
     if latents.sigma is None:  # 1. plain img2img: noise the clean latents to the first sigma
-        x = x + randn(batch_seeds(seed, b), x.shape[1:], device=x.device, dtype=x.dtype) * start
+        noise = ImageNoise.for_batch(seed, b, x.shape[1:], factor=latents.space.factor, device=x.device, dtype=x.dtype)
+        x = x + noise.first() * start
     elif not math.isclose(latents.sigma, start, rel_tol=1e-4, abs_tol=1e-6):
         raise ValueError(f"refine: latents are at sigma {latents.sigma:.6g} but the schedule starts at {start:.6g}")
     # 2. The refiner under CFG, with its own conditioning, walks the rest of the schedule.
     guided = CFG(denoiser, cond.repeat(b), uncond.repeat(b), cfg_scale)
-    # Stochastic samplers: after a handoff, draw step noise from a stream the base (same seed) never used.
-    noise_seed = seed if latents.sigma is None else (seed + 2**62) % SEED_LIMIT
-    steps = samplers.steps(sampler, guided, x, sigmas.to(x.device), noise_sampler=noise_sampler_for(noise_seed, x))
+    noise = noise_sampler_for(seed, x) if noise is None else noise.to(x.device, x.dtype)
+    steps = samplers.steps(sampler, guided, x, sigmas.to(x.device), noise_sampler=noise)
     for step in steps:
         if on_step is not None:
             on_step(step)
@@ -259,13 +262,18 @@ def generate_refined(
     recorder = trace if isinstance(trace, Trace) else Trace() if trace else None
     on_step = None if recorder is None else recorder.on_step
     w, h = params.width, params.height
+    space = base.latent_space or base.vae.space
+    noise = ImageNoise.for_batch(
+        params.seed, params.batch_size, (space.channels, h // space.factor, w // space.factor),
+        factor=space.factor, device=base.device, dtype=base.dtype,
+    )  # fmt: skip
     with torch.no_grad():
         # 1. The base: pure noise -> latents still noisy at head[-1].
         cond, uncond = base.prompts.encode_pair(params.prompt, params.negative_prompt)
         cond, uncond = add_time_ids(base.unet, cond, uncond, w, h, micro)
         latents = txt2img(
             base.denoiser,
-            base.latent_space or base.vae.space,
+            space,
             cond.to(base.device, base.dtype),
             uncond.to(base.device, base.dtype),
             sigmas=head,
@@ -278,6 +286,7 @@ def generate_refined(
             device=base.device,
             dtype=base.dtype,
             on_step=on_step,
+            noise=noise,
         )
         latents = latents.with_tensor(latents.tensor, sigma=float(head[-1]))
         if offload_base:
@@ -295,6 +304,7 @@ def generate_refined(
             cfg_scale=params.cfg if refiner_cfg is None else refiner_cfg,
             seed=params.seed,
             on_step=on_step,
+            noise=noise,
         )
         image = refiner.vae.decode(latents)
     note = refiner.vae.last_decode_note

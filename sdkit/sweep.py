@@ -4,7 +4,7 @@
 
 Every cell is a full set of ``Kit.generate`` parameters (``kit.parameters`` validates and completes them).
 Cells that differ only in ``prompt``, ``negative_prompt``, ``seed`` or ``cfg`` share one sampler run: their
-latents form one batch, each with its own seeded noise (``sdkit.noise.randn`` with per-image seeds), its
+latents form one batch, each with its own seeded noise (``sdkit.noise.ImageNoise`` with per-image seeds), its
 own conditioning (``TextConditioning.cat``) and its own CFG scale (a ``[b, 1, 1, 1]`` tensor in
 ``BatchCFG``). Parameters that change the run itself (sampler, steps, schedule, size, prompt chunk count)
 split the cells into groups, each its own batched run; ``max_batch`` bounds a batch. A 4 x 4 CFG x seed grid
@@ -28,7 +28,7 @@ from torch import Tensor
 from sdkit import samplers
 from sdkit.latents import Latents
 from sdkit.metadata import GenerationParameters
-from sdkit.noise import SEED_LIMIT, SeededNoiseSampler, randn
+from sdkit.noise import ImageNoise
 from sdkit.types import ConditionalDenoiser, Sampler, TextConditioning
 from sdkit.viz.grid import Grid
 
@@ -139,7 +139,8 @@ def run_batch(kit: Any, cells: list[Cell], model: ConditionalDenoiser | None = N
     seeds = [c.params.seed for c in cells]
     shape = (space.channels, p.height // space.factor, p.width // space.factor)
     sigmas = first.sigmas.to(kit.device)
-    x = randn(seeds, shape, device=kit.device, dtype=kit.dtype) * sigmas[0].to(kit.dtype)
+    noise = ImageNoise(shape, seeds, factor=space.factor, device=kit.device, dtype=kit.dtype)
+    x = noise.first() * sigmas[0].to(kit.dtype)
     pairs = [kit.prompts.encode_pair(c.params.prompt, c.params.negative_prompt) for c in cells]
     if kit.family == "sdxl":  # the same micro-conditioning Kit.generate attaches
         from sdkit.sdxl import add_time_ids
@@ -149,8 +150,7 @@ def run_batch(kit: Any, cells: list[Cell], model: ConditionalDenoiser | None = N
     uncond = TextConditioning.cat([un for _, un in pairs]).to(kit.device, kit.dtype)
     scale = torch.tensor([c.params.cfg for c in cells], dtype=kit.dtype, device=kit.device).view(-1, 1, 1, 1)
     guided = BatchCFG(kit.denoiser if model is None else model, cond, uncond, scale)
-    # step noise per image, offset from the initial noise exactly as sdkit.noise.noise_sampler_for does
-    noise = SeededNoiseSampler([(s + 2**63) % SEED_LIMIT for s in seeds], x)
+    # step noise per image: each image's generator after its starting noise, as Kit.generate draws it
     with torch.no_grad():
         x = samplers.sample(first.sampler, guided, x, sigmas, noise_sampler=noise)
     return Latents(x, space)

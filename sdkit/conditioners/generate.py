@@ -72,7 +72,7 @@ class Conditioning:
         common = dict(
             sampler=sampler,
             cfg_scale=params.cfg,
-            seed=params.seed,
+            seed=params.seed_spec,
             batch_size=params.batch_size,
             device=kit.device,
             dtype=kit.dtype,
