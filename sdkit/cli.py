@@ -51,22 +51,30 @@ def _quiet_libraries() -> None:
 
 
 def _precheck(args: argparse.Namespace) -> None:
-    """Checks that need no model, so a typo fails before seconds of loading."""
-    import math
-
+    """Checks that need no model (the same ones ``Kit.parameters`` makes), so a typo fails before seconds of
+    loading and before any output path is worked out."""
+    from sdkit.limits import check_area, check_batch_size, check_number, check_size, check_steps
     from sdkit.noise import check_seed
+    from sdkit.samplers import SAMPLERS
+    from sdkit.samplers.names import resolve
+    from sdkit.schedules import SCHEDULES
 
     if not args.prompt.strip():
         raise ValueError(f"prompt must not be empty, got {args.prompt!r}")
     check_seed(args.seed)
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.cfg is not None and not math.isfinite(args.cfg):
-        raise ValueError(f"--cfg must be a finite number, got {args.cfg}")
-    for name in ("width", "height"):
-        value = getattr(args, name)
-        if value is not None and (value < 8 or value % 8):
-            raise ValueError(f"--{name} must be a positive multiple of 8, got {value}")
+    if args.steps is not None:
+        check_steps(args.steps)
+    if args.cfg is not None:
+        check_number("--cfg", args.cfg)
+    batch_size = check_batch_size(args.batch_size)
+    width, height = (
+        8 if v is None else check_size(f"--{k}", v, 8) for k, v in (("width", args.width), ("height", args.height))
+    )
+    check_area(width, height, batch_size)
+    if args.sampler is not None and args.sampler.strip().lower() not in SAMPLERS:
+        resolve(args.sampler)  # raises, listing the valid names
+    if args.schedule is not None and args.schedule.strip().lower().replace(" ", "_").replace("-", "_") not in SCHEDULES:
+        raise ValueError(f"--schedule: unknown schedule {args.schedule!r}; valid names: {', '.join(SCHEDULES)}")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -74,8 +82,6 @@ def _generate(args: argparse.Namespace) -> int:
 
     _precheck(args)
     outputs = _outputs(Path(args.output), args.batch_size)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     for out in outputs:
         if out.suffix.lower() != ".png":
             raise ValueError(f"--output must end in .png, got {out}")

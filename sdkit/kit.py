@@ -7,8 +7,6 @@ Every attribute is a plain sdkit object a notebook can use or swap on its own (`
 
 from __future__ import annotations
 
-import math
-import numbers
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -19,16 +17,15 @@ from torch import Tensor
 
 from sdkit.denoisers import DiscreteDenoiser, DiscreteSchedule, alphas_cumprod_from_betas
 from sdkit.families import FamilyDefaults, defaults_for
+from sdkit.hires import HiresFix, check_hires, hires_sigmas
 from sdkit.latents import LatentSpace
+from sdkit.limits import check_area, check_batch_size, check_bool, check_int, check_number, check_size, check_steps
 from sdkit.metadata import GenerationParameters
 from sdkit.noise import SeedSpec, check_seed, resolve_seed
 from sdkit.trace import Trace
 from sdkit.types import Sampler, Step
 from sdkit.unet import UNetPredictor
 from sdkit.vae import VAE
-
-MAX_PIXELS = 4096 * 4096  # per image; a batch may hold 4x that
-MAX_STEPS = 10_000
 
 
 @dataclass
@@ -52,28 +49,6 @@ class Generation:
         from sdkit.image import Image
 
         return Image.from_pil(self.images)._repr_png_()
-
-
-def _positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
-    number = int(value)
-    if number < minimum or (maximum is not None and number > maximum):
-        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
-    return number
-
-
-def decode_memory_gib(width: int, height: int, batch_size: int = 1) -> float:
-    """A rough float32 estimate of a plain (untiled) SD VAE decode: about four 128-channel full-size activations."""
-    return 128 * 4 * 4 * width * height * batch_size / 2**30
-
-
-def _check_size(name: str, value: Any, factor: int) -> int:
-    _positive_int(name, value)
-    if value % factor:
-        raise ValueError(f"{name} must be a multiple of {factor}, got {value}")
-    return int(value)
 
 
 @dataclass
@@ -220,6 +195,8 @@ class Kit:
         subseed_strength: float = 0.0,
         seed_resize_from: tuple[int, int] | None = None,
         eta_noise_seed_delta: int = 0,
+        clip_skip: int = 1,
+        hires: HiresFix | dict[str, Any] | None = None,
     ) -> tuple[GenerationParameters, Sampler | str, Tensor]:
         """Validate and complete the arguments of ``generate``; returns the parameters, sampler and sigmas."""
         from sdkit.samplers import SAMPLERS
@@ -234,26 +211,12 @@ class Kit:
         if subseed is not None:
             check_seed(subseed, "subseed")
         seeds = SeedSpec(0, 0, subseed_strength, seed_resize_from, eta_noise_seed_delta)  # validates the options
-        steps = _positive_int("steps", d.steps if steps is None else steps, maximum=MAX_STEPS)
-        cfg = d.cfg if cfg is None else cfg
-        if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real):
-            raise TypeError(f"cfg must be a finite number, got {type(cfg).__name__} {cfg!r}")
-        if not math.isfinite(cfg):
-            raise ValueError(f"cfg must be a finite number, got {cfg!r}")
-        width = _check_size("width", d.width if width is None else width, self.vae.space.factor)
-        height = _check_size("height", d.height if height is None else height, self.vae.space.factor)
-        if width * height > MAX_PIXELS:
-            raise ValueError(
-                f"width x height must be at most {MAX_PIXELS} pixels (4096x4096), got {width}x{height}, whose "
-                f"decode needs about {decode_memory_gib(width, height):.0f} GiB"
-            )
-        batch_size = _positive_int("batch_size", batch_size)
-        if batch_size * width * height > 4 * MAX_PIXELS:
-            raise ValueError(
-                f"batch_size x width x height must be at most {4 * MAX_PIXELS} pixels, got {batch_size} x "
-                f"{width}x{height} (a decode of about {decode_memory_gib(width, height, batch_size):.0f} GiB); "
-                "generate in several calls"
-            )
+        steps = check_steps(d.steps if steps is None else steps)
+        cfg = check_number("cfg", d.cfg if cfg is None else cfg)
+        width = check_size("width", d.width if width is None else width, self.vae.space.factor)
+        height = check_size("height", d.height if height is None else height, self.vae.space.factor)
+        batch_size = check_batch_size(batch_size)
+        check_area(width, height, batch_size)
         sampler = d.sampler if sampler is None else sampler
         schedule_name = d.schedule if schedule is None else schedule
         if isinstance(sampler, str):
@@ -277,6 +240,15 @@ class Kit:
         custom = isinstance(schedule_name, Tensor)
         if custom:
             steps = int(sigmas.shape[0]) - 1
+        elif sigmas.shape[0] - 1 < steps:  # e.g. ddim_uniform past the model's timesteps: the infotext would lie
+            raise ValueError(
+                f"steps: schedule {schedule_name!r} gives at most {sigmas.shape[0] - 1} distinct steps for this "
+                f"model, got steps={steps}"
+            )
+        clip_skip = self._check_clip_skip(clip_skip)
+        hires_fix = check_hires(hires, width, height, batch_size, self.vae.space.factor)
+        if hires_fix is not None and custom:
+            raise ValueError("hires: the second pass stretches a named schedule; a custom schedule (sigmas) cannot")
         params = GenerationParameters(
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -294,8 +266,37 @@ class Kit:
             model=self.name,
             batch_size=batch_size,
             sigmas=tuple(float(s) for s in sigmas) if custom else None,
+            clip_skip=clip_skip,
+            hires=hires_fix,
         )
         return params, sampler_fn, sigmas
+
+    def _check_clip_skip(self, clip_skip: int) -> int:
+        """A1111's clip skip, checked against the text encoders; a warning where the family ignores it."""
+        clip_skip = check_int("clip_skip", clip_skip)
+        for encoder in getattr(self.prompts, "encoders", []):
+            encoder.check_clip_skip(clip_skip)
+        if clip_skip != 1 and not getattr(self.prompts, "clip_skip_applies", True):
+            import warnings
+
+            warnings.warn(
+                f"clip_skip={clip_skip} does not change {self.family} encodings (as in A1111: its SD2 and SDXL text "
+                "encoders ignore Clip skip); it is recorded in the infotext",
+                stacklevel=3,
+            )
+        return clip_skip
+
+    def _hires_sigmas(self, params: GenerationParameters) -> Tensor:
+        """The hires pass's sigmas: the tail of a longer schedule, as A1111 (``sdkit.hires.hires_sigmas``)."""
+        from sdkit.schedules import make_sigmas
+
+        assert params.hires is not None
+        steps = params.hires.steps or params.steps
+        return hires_sigmas(
+            lambda n: make_sigmas(params.schedule, n, self.denoiser.schedule, family=self.family),
+            steps,
+            params.hires.denoising_strength,
+        )
 
     def generate(
         self,
@@ -321,20 +322,28 @@ class Kit:
         subseed_strength: float = 0.0,
         seed_resize_from: tuple[int, int] | None = None,
         eta_noise_seed_delta: int = 0,
+        clip_skip: int = 1,
+        hires: HiresFix | dict[str, Any] | None = None,
     ) -> Generation:
         """Generate with this model: text to image, or with ``init_image`` (+ ``strength``), ``mask`` (inpainting)
         and ``control`` (ControlNets, see ``sdkit.conditioners``); parameters left out take the family's defaults.
 
         Seeds work as in A1111 (``sdkit.noise``): image ``i`` of a batch is the single image with ``seed + i``;
         ``subseed``/``subseed_strength`` mix in a variation seed (``-1`` or None: a random one); ``seed_resize_from``
-        ``(width, height)`` keeps the composition of that size; ``eta_noise_seed_delta`` is A1111's ENSD."""
-        from sdkit.recipes import txt2img
+        ``(width, height)`` keeps the composition of that size; ``eta_noise_seed_delta`` is A1111's ENSD.
 
+        ``clip_skip`` is A1111's "Clip skip" (``sdkit.text.encoder``); ``hires`` (``sdkit.hires.HiresFix`` or a
+        dict of its fields) adds A1111's Hires. fix to text to image (``sdkit.recipes.hires_fix``)."""
+        from sdkit.recipes import hires_fix, txt2img
+
+        if hires is not None and any(v is not None for v in (init_image, strength, mask, control)):
+            raise ValueError("hires: the hires fix is a txt2img pass; it cannot go with init_image, mask or control")
         for pname, size in (("width", width), ("height", height)):
             if size is not None:
-                _check_size(pname, size, self.vae.space.factor)
-        if not isinstance(trace, (bool, Trace)):
-            raise TypeError(f"trace must be a bool or a sdkit.trace.Trace, got {type(trace).__name__}")
+                check_size(pname, size, self.vae.space.factor)
+        if not isinstance(trace, Trace):
+            check_bool("trace", trace)
+        check_bool("progress", progress)
         conditioning = None
         if any(v is not None for v in (init_image, strength, mask, control)):
             from sdkit.conditioners.generate import resolve_conditioning
@@ -360,25 +369,36 @@ class Kit:
             subseed_strength=subseed_strength,
             seed_resize_from=seed_resize_from,
             eta_noise_seed_delta=eta_noise_seed_delta,
+            clip_skip=clip_skip,
+            hires=hires,
         )
         if conditioning is not None:
             params = conditioning.record(params)
-        cond, uncond = self.prompts.encode_pair(params.prompt, params.negative_prompt)
+        skip = {"clip_skip": params.clip_skip} if params.clip_skip != 1 else {}  # wrapped encode_pair: no kwargs
+        hires_cond = None
+        cond, uncond = self.prompts.encode_pair(params.prompt, params.negative_prompt, **skip)
         prompt_schedule = self._prompt_schedule(params.prompt, params.steps)
         if prompt_schedule is not None:
-            if conditioning is not None or self.family == "sdxl":
-                raise NotImplementedError("prompt: prompt editing ([a:b:0.5]) works in SD1/SD2 txt2img only for now")
+            if conditioning is not None or self.family == "sdxl" or params.hires is not None:
+                raise NotImplementedError(
+                    "prompt: prompt editing ([a:b:0.5]) works in SD1/SD2 txt2img without hires fix only for now"
+                )
             chunks = max(prompt_schedule[0][1].embeds.shape[1], uncond.embeds.shape[1]) // 77
-            prompt_schedule = self.prompts.encode_schedule(params.prompt, params.steps, chunks=chunks)
-            uncond = self.prompts.encode(params.negative_prompt, chunks)
+            prompt_schedule = self.prompts.encode_schedule(params.prompt, params.steps, chunks=chunks, **skip)
+            uncond = self.prompts.encode(params.negative_prompt, chunks, **skip)
         if self.family == "sdxl":  # micro-conditioning time_ids (base: sizes, refiner: aesthetic score)
             from sdkit.sdxl import add_time_ids
 
+            if params.hires is not None:  # the second pass is conditioned on its own size
+                f = self.vae.space.factor
+                w, h = params.hires.latent_size(params.width, params.height, f)
+                hires_cond = add_time_ids(self.unet, cond, uncond, w * f, h * f)
             cond, uncond = add_time_ids(self.unet, cond, uncond, params.width, params.height)
         recorder = trace if isinstance(trace, Trace) else Trace() if trace else None
         if recorder is not None and recorder.space is None:
             recorder.space = self.vae.space  # previews of traced latents need their space
-        bar = _progress_bar(params.steps) if progress else None
+        tail = self._hires_sigmas(params) if params.hires is not None else None
+        bar = _progress_bar(params.steps + (0 if tail is None else max(len(tail) - 1, 0))) if progress else None
 
         watch = FiniteWatch(self.device)
 
@@ -404,6 +424,32 @@ class Kit:
                     on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
                 )
                 watch.finish()
+            elif tail is not None:
+                assert params.hires is not None
+                latents = hires_fix(
+                    self.denoiser,
+                    self.vae,
+                    cond.to(self.device, self.dtype),
+                    uncond.to(self.device, self.dtype),
+                    sigmas=sigmas,
+                    hires_sigmas=tail,
+                    hires=params.hires,
+                    hires_cond=None
+                    if hires_cond is None
+                    else (hires_cond[0].to(self.device, self.dtype), hires_cond[1].to(self.device, self.dtype)),
+                    sampler=sampler_fn,
+                    cfg_scale=params.cfg,
+                    seed=params.seed_spec,
+                    width=params.width,
+                    height=params.height,
+                    batch_size=params.batch_size,
+                    device=self.device,
+                    dtype=self.dtype,
+                    on_step=on_step,
+                    on_cfg_parts=None if recorder is None else recorder.on_cfg_parts,
+                )
+                watch.finish()
+                image = self.vae.decode(latents)
             else:
                 latents = txt2img(
                     self.denoiser,

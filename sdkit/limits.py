@@ -1,0 +1,107 @@
+"""Resource bounds and the argument checks every entry point shares.
+
+Each bound is a module constant: a request beyond it is refused before anything is allocated, with a message that
+names the parameter, the value, the bound and how to raise it (assign the constant, e.g.
+``sdkit.limits.MAX_SIDE = 16384``). The defaults keep one request within minutes and a few GiB on a laptop CPU and
+well within a large GPU:
+
+==========================  ==================  =====================================================
+bound                       default             why
+==========================  ==================  =====================================================
+``MAX_SIDE``                8192 px             each of width and height (SDXL's largest trained size x 4)
+``MAX_PIXELS``              4096 x 4096 px      width x height of one image: a plain VAE decode ~32 GiB
+``MAX_BATCH_SIZE``          64                  images per call
+``MAX_BATCH_PIXELS``        4 x ``MAX_PIXELS``  batch x width x height
+``MAX_STEPS``               10,000              sampling steps
+==========================  ==================  =====================================================
+
+Prompt length and nesting are bounded where prompts are parsed (``sdkit.text.prompt_syntax``); mask blur where masks
+are made (``sdkit.conditioners.masks``).
+
+The checks accept what users pass from numpy and notebooks (``np.int64``, ``np.float32``), refuse booleans where a
+number is meant and anything but ``True``/``False`` where a switch is meant (``"no"`` is not False).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+MAX_SIDE = 8192
+MAX_PIXELS = 4096 * 4096
+MAX_BATCH_SIZE = 64
+MAX_BATCH_PIXELS = 4 * MAX_PIXELS
+MAX_STEPS = 10_000
+
+
+def decode_memory_gib(width: int, height: int, batch_size: int = 1) -> float:
+    """A rough float32 estimate of a plain (untiled) SD VAE decode: about four 128-channel full-size activations."""
+    return 128 * 4 * 4 * width * height * batch_size / 2**30
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A switch: ``True``/``False`` (numpy's too); anything else (``"no"``, ``0``, None) is a TypeError."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None, bound: str = "") -> int:
+    """An integer in ``[minimum, maximum]`` (numpy integers accepted, booleans refused). ``bound`` names the
+    constant behind ``maximum`` for the message."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}{_raise_hint(bound)}")
+    return number
+
+
+def check_number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A finite real number (numpy scalars accepted, booleans refused), optionally within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    low = -math.inf if minimum is None else minimum
+    high = math.inf if maximum is None else maximum
+    if not math.isfinite(number) or not low <= number <= high:
+        allowed = "a finite number" if minimum is None and maximum is None else f"a number in [{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be {allowed}, got {number!r}")
+    return number
+
+
+def check_size(name: str, value: Any, factor: int) -> int:
+    """An image side: a multiple of the latent factor, at most ``MAX_SIDE``."""
+    side = check_int(name, value, minimum=factor, maximum=MAX_SIDE, bound="MAX_SIDE")
+    if side % factor:
+        raise ValueError(f"{name} must be a multiple of {factor}, got {side}")
+    return side
+
+
+def check_area(width: int, height: int, batch_size: int = 1) -> None:
+    """Refuse an image (and a batch) beyond ``MAX_PIXELS`` / ``MAX_BATCH_PIXELS`` before anything is allocated."""
+    if width * height > MAX_PIXELS:
+        raise ValueError(
+            f"width x height must be at most {MAX_PIXELS} pixels ({math.isqrt(MAX_PIXELS)}^2), got {width}x{height}, "
+            f"whose decode needs about {decode_memory_gib(width, height):.0f} GiB{_raise_hint('MAX_PIXELS')}"
+        )
+    if batch_size * width * height > MAX_BATCH_PIXELS:
+        raise ValueError(
+            f"batch_size x width x height must be at most {MAX_BATCH_PIXELS} pixels, got {batch_size} x "
+            f"{width}x{height} (a decode of about {decode_memory_gib(width, height, batch_size):.0f} GiB); "
+            f"generate in several calls{_raise_hint('MAX_BATCH_PIXELS')}"
+        )
+
+
+def check_batch_size(value: Any) -> int:
+    return check_int("batch_size", value, maximum=MAX_BATCH_SIZE, bound="MAX_BATCH_SIZE")
+
+
+def check_steps(value: Any) -> int:
+    return check_int("steps", value, maximum=MAX_STEPS, bound="MAX_STEPS")
+
+
+def _raise_hint(bound: str) -> str:
+    return f" (the bound is sdkit.limits.{bound}; assign it to raise it)" if bound else ""
