@@ -54,7 +54,9 @@ def test_sd2_pads_with_exclamation_mark() -> None:
     "prompt",
     [
         "a photo of a cat",
-        "Photorealistic  masterpiece, 8k UHD!!  café's naïve résumé",
+        # no "!": with pad "!" the HF tokenizer splits it as its pad token, unlike CLIP (diffusers issue #4153;
+        # tests/test_tokenizer_conformance.py checks "!" against open_clip)
+        "Photorealistic  masterpiece, 8k UHD??  café's naïve résumé",
         "",
         "emoji 🐱 and ünïcödé",
     ],

@@ -11,6 +11,10 @@ A1111's default ("comma padding backtrack"): when a chunk is full and its last c
 tokens back, the tokens after the comma move to the next chunk, so that a phrase is not cut in two
 (``ClipTokenizer.with_comma_backtrack``, or ``kit.prompts.comma_backtrack = 20``).
 
+Each span of text goes through the original CLIP tokenizer's steps, as A1111 tokenizes each span: the clean-up
+(``clip_normalize``: ftfy, HTML entities, whitespace, lower case), the split into words (``clip_words``), then
+the BPE merges (the ``tokenizers`` library, fast).
+
 Padding differs by family: SD1's tokenizer pads with ``<|endoftext|>`` (49407), SD2's and SDXL's second
 (OpenCLIP) tokenizer with ``!`` (id 0). The ids come from the real vocabulary, built offline
 (``sdkit.text.vocabulary``); ``ClipTokenizer.from_hf`` wraps the tokenizer that a model folder brings.
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import html
+import json
 import numbers
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +36,66 @@ from sdkit.text.prompt_syntax import parse_weights
 from sdkit.types import Tokens
 
 CHUNK_TOKENS = 75  # prompt tokens per chunk; +BOS +EOS = CLIP's 77 positions
+
+# Text that ftfy.fix_text and html.unescape return unchanged: printable ASCII without "&" (no entity, no
+# mojibake, no control or escape character), plus the whitespace that the collapse below turns into " ".
+_UNCHANGED_BY_FTFY = re.compile(r"[\t\n\r !-%'-~]*")
+_WHITESPACE = re.compile(r"\s+")
+# CLIP's pre-tokenizer pattern (OpenAI CLIP's simple_tokenizer.py, the same in every CLIP tokenizer.json): its
+# special tokens, English contractions, a run of letters, a single digit, a run of anything else.
+_CLIP_WORDS = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def clip_normalize(text: str) -> str:
+    """Text as CLIP's tokenizer sees it, the clean-up of OpenAI CLIP's ``simple_tokenizer`` (and open_clip's):
+    ``ftfy.fix_text`` (mojibake, ligatures ``ﬁ`` -> ``fi``, full-width ``ＡＢ１`` -> ``AB1``, curly quotes,
+    control characters, lone surrogates -> U+FFFD), HTML entities unescaped twice (``&amp;amp;`` -> ``&``),
+    whitespace runs -> one space, stripped, lower case.
+
+    >>> clip_normalize("  Fish &amp;amp; “Chips”   ＸＬ ")
+    'fish & "chips" xl'
+    """
+    if not _UNCHANGED_BY_FTFY.fullmatch(text):  # plain prompts skip ftfy, which is slow
+        import ftfy
+
+        text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+def clip_words(text: str) -> list[str]:
+    """CLIP's words of normalized text, the units that BPE splits further: ``"it's 4k"`` -> ``["it", "'s",
+    "4", "k"]``.
+
+    Python's ``regex`` module, as in the original: its Unicode tables (which letters exist) are newer than the
+    ones compiled into the ``tokenizers`` library, and the original matches ignoring case.
+    """
+    return _word_pattern().findall(text)
+
+
+@lru_cache(maxsize=1)
+def _word_pattern() -> Any:
+    import regex
+
+    return regex.compile(_CLIP_WORDS, regex.IGNORECASE)
+
+
+def _bpe_backend(backend: Any, specials: tuple[str, ...]) -> Any:
+    """A copy of a ``tokenizers`` backend that only BPE-encodes words that ``clip_words`` made.
+
+    Its normalizer and pre-tokenizer are dropped: their NFC is not CLIP's (in ``"<i>e&#769;"``, which ftfy
+    leaves alone, CLIP's ``html.unescape`` makes ``e`` + a combining accent, two words). So are its added
+    tokens other than ``specials`` (BOS, EOS): SD2's tokenizer adds its pad token ``"!"``, which would split
+    every ``!`` out of the words (diffusers issue #4153). A copy also because the caller's tokenizer may have
+    truncation/padding switched on, which would silently drop tokens.
+    """
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    config = json.loads(backend.to_str())
+    config["added_tokens"] = [t for t in config.get("added_tokens") or [] if t["content"] in specials]
+    config.update(normalizer=None, pre_tokenizer=None, truncation=None, padding=None)
+    bpe = Tokenizer.from_str(json.dumps(config))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)  # bytes -> symbols
+    return bpe
 
 
 class ClipTokenizer:
@@ -47,13 +113,8 @@ class ClipTokenizer:
                 f"{type(hf_tokenizer).__name__} has no `backend_tokenizer`: pass a tokenizers-backed "
                 "CLIPTokenizer (transformers >= 5) or a CLIPTokenizerFast"
             )
-        from tokenizers import Tokenizer
-
-        # Our own copy: the caller's tokenizer may have truncation/padding switched on by earlier calls,
-        # which would silently drop tokens; ours never truncates.
-        self._backend = Tokenizer.from_str(backend.to_str())
-        self._backend.no_truncation()
-        self._backend.no_padding()
+        # Our own copy, that only maps CLIP's words to BPE tokens (see ``_bpe_backend``).
+        self._backend = _bpe_backend(backend, (str(hf_tokenizer.bos_token), str(hf_tokenizer.eos_token)))
         self.hf = hf_tokenizer
         self.family = family
         length = int(getattr(hf_tokenizer, "model_max_length", 77))
@@ -96,10 +157,17 @@ class ClipTokenizer:
         return f"ClipTokenizer(family={self.family!r}, length={self.length}, pad={self.pad!r} ({self.pad_id}))"
 
     def encode_text(self, text: str) -> tuple[list[int], list[str], list[int]]:
-        """Plain text (no weight syntax) -> ``(ids, pieces, word index per token)``, without BOS/EOS."""
-        if not text:
+        """Plain text (no weight syntax) -> ``(ids, pieces, word index per token)``, without BOS/EOS.
+
+        The text goes through CLIP's own steps (``clip_normalize``, ``clip_words``), then BPE: the ids are those
+        of the original tokenizer.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        clip_split = clip_words(clip_normalize(text))
+        if not clip_split:
             return [], [], []
-        enc = self._backend.encode(text, add_special_tokens=False)
+        enc = self._backend.encode(clip_split, is_pretokenized=True, add_special_tokens=False)
         words = [-1 if w is None else int(w) for w in enc.word_ids]
         return list(enc.ids), list(enc.tokens), words
 

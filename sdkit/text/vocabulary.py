@@ -54,7 +54,12 @@ def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 def hf_clip_tokenizer(pad_token: str = EOS, model_max_length: int = 77) -> Any:
-    """A transformers ``CLIPTokenizer`` with the exact SD vocabulary, built without any download."""
+    """A transformers ``CLIPTokenizer`` with the exact SD vocabulary, built without any download.
+
+    Its vocabulary and merges are CLIP's; its text clean-up is transformers' (NFC, no ftfy, no HTML entities), and
+    with ``pad_token="!"`` it splits every ``!`` out as the pad token, as diffusers' SD2 tokenizer does.
+    ``sdkit.text.ClipTokenizer`` wraps it with CLIP's own clean-up and words, for the original ids.
+    """
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocabulary()
