@@ -21,6 +21,10 @@ never touched.
 "Steps" here count UNet evaluations (one per step for Euler, DPM++ 2M, DDIM; two for Heun or DPM2);
 ``maps.sigmas[i]`` is the noise level of evaluation ``i``. Under classifier-free guidance the UNet sees
 ``[uncond, cond]`` as one batch; only the cond half is kept.
+
+Captures nest, on the same UNet too: each one wraps what is installed when it enters, and on exit unlinks
+its own processors (and its ``encode_pair`` watch) from wherever they sit in the chain, so blocks may exit in
+any order and the last one out leaves the very processor objects that were there before the first.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class AttentionMaps:
     latent_size: tuple[int, int] = (0, 0)
     factor: int = 8
     tokens: Tokens | None = None
+    capturing: bool = field(default=False, compare=False)  # True while its capture is installed
 
     @property
     def steps(self) -> list[int]:
@@ -243,6 +248,42 @@ class CaptureProcessor:
         )
 
 
+class _PromptWatch:
+    """``prompts.encode_pair`` wrapped to tell a capture the uncond embeddings and the prompt's tokens.
+
+    ``inner`` is what it wraps: the previous instance attribute (another watch) when ``own`` is True, else the
+    class's method (the watch is then deleted, not replaced, on removal)."""
+
+    def __init__(self, inner: Callable[..., Any], own: bool, capture: AttentionCapture) -> None:
+        self.inner, self.own, self.capture = inner, own, capture
+
+    def __call__(self, prompt: str, negative_prompt: str = "") -> Any:
+        cond, uncond = self.inner(prompt, negative_prompt)
+        self.capture._uncond = uncond.embeds
+        self.capture.maps.tokens = self.capture.prompts.tokenize(prompt)
+        return cond, uncond
+
+
+def _unlink(top: Any, target: Any, kind: type[Any]) -> bool:
+    """Take ``target`` out of a chain of ``kind`` wrappers (each with ``.inner``) that starts at ``top``.
+
+    True when ``target`` is ``top`` itself: the caller puts ``target.inner`` in its place. Otherwise the wrapper
+    just above it now wraps what it wrapped; a ``target`` no longer in the chain (something replaced the chain)
+    is left alone.
+    """
+    if top is target:
+        return True
+    node: Any = top
+    while isinstance(node, kind):
+        if node.inner is target:
+            node.inner = target.inner
+            if isinstance(node, _PromptWatch):
+                node.own = target.own
+            return False
+        node = node.inner
+    return False
+
+
 def _selector(selection: Any, kind: str) -> Callable[[Any], bool]:
     if selection is None:
         return lambda _: True
@@ -286,7 +327,8 @@ class AttentionCapture:
         self.step = -1
         self.batch_slice = slice(None)
         self._uncond: Tensor | None = None
-        self._originals: dict[str, Any] = {}
+        self._installed: dict[str, CaptureProcessor] = {}
+        self._watch: _PromptWatch | None = None
         self._hook: Any = None
 
     # --- bookkeeping driven by the UNet's forward pre-hook
@@ -310,17 +352,11 @@ class AttentionCapture:
         return bool(torch.equal(context[: b // 2], u[:1].to(context).expand(b // 2, *u.shape[1:])))
 
     def _watch_prompts(self) -> None:
-        """Wrap ``prompts.encode_pair`` (instance attribute, removed again on exit) to learn the uncond
+        """Wrap ``prompts.encode_pair`` (an instance attribute, unlinked again on exit) to learn the uncond
         embeddings and the prompt's tokens."""
-        prompts, original = self.prompts, self.prompts.encode_pair
-
-        def encode_pair(prompt: str, negative_prompt: str = "") -> Any:
-            cond, uncond = original(prompt, negative_prompt)
-            self._uncond = uncond.embeds
-            self.maps.tokens = prompts.tokenize(prompt)
-            return cond, uncond
-
-        prompts.encode_pair = encode_pair
+        prompts = self.prompts
+        self._watch = _PromptWatch(prompts.encode_pair, "encode_pair" in vars(prompts), self)
+        prompts.encode_pair = self._watch
 
     def wants(self, layer: str) -> bool:
         return self.step >= 0 and self.step_wanted(self.step) and self.layer_wanted(layer)
@@ -334,26 +370,37 @@ class AttentionCapture:
 
     # --- installing and removing
     def install(self) -> AttentionMaps:
-        if self._originals:
-            raise RuntimeError("attention capture is already installed")
+        """Wrap every cross-attention processor installed now (another capture's too) in a ``CaptureProcessor``."""
+        if self._installed:
+            raise RuntimeError("this attention capture is already installed: make a new one to nest captures")
         for name, module in cross_attention_modules(self.unet).items():
-            self._originals[name] = module.processor
-            module.set_processor(CaptureProcessor(module.processor, name, self))
+            self._installed[name] = CaptureProcessor(module.processor, name, self)
+            module.set_processor(self._installed[name])
         self._hook = self.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True)
         if self.cond_only is None and hasattr(self.prompts, "encode_pair"):
             self._watch_prompts()
+        self.maps.capturing = True
         return self.maps
 
     def remove(self) -> None:
+        """Unlink this capture's processors and prompt watch wherever they are in the chains, so captures can
+        be removed in any order; what each wrapped goes back in its place."""
         modules = dict(self.unet.named_modules())
-        for name, processor in self._originals.items():
-            modules[name].set_processor(processor)
-        self._originals.clear()
+        for name, processor in self._installed.items():
+            module = modules[name]
+            if _unlink(module.processor, processor, CaptureProcessor):
+                module.set_processor(processor.inner)
+        self._installed.clear()
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if self.prompts is not None and "encode_pair" in vars(self.prompts):
-            del self.prompts.encode_pair
+        watch, self._watch = self._watch, None
+        if watch is not None and _unlink(vars(self.prompts).get("encode_pair"), watch, _PromptWatch):
+            if watch.own:
+                self.prompts.encode_pair = watch.inner
+            else:
+                del self.prompts.encode_pair
+        self.maps.capturing = False
 
     def __enter__(self) -> AttentionMaps:
         return self.install()

@@ -259,7 +259,7 @@ def generate_refined(
         batch_size=batch_size,
     )
     head, tail = split_sigmas(sigmas, base.denoiser.schedule, denoising_end)
-    recorder = trace if isinstance(trace, Trace) else Trace() if trace else None
+    recorder = trace.start() if isinstance(trace, Trace) else Trace() if trace else None
     on_step = None if recorder is None else recorder.on_step
     w, h = params.width, params.height
     space = base.latent_space or base.vae.space

@@ -8,6 +8,8 @@
 - when guidance ran, the uncond/cond x0 estimates of each model evaluation (``cfg_parts``);
 - optionally, cross-attention maps (``trace.attention``, see ``sdkit.attention.capture_attention``).
 
+A ``Trace`` holds one run: passed to a second ``generate``, it is cleared when that run starts (``start``).
+
 ``trace.plot(kit.vae)`` or ``trace.plot("linear")`` draws previews of every step in one figure;
 ``to_tensors``/``from_tensors`` give a flat dict for ``sdkit.loading.save_tensors``.
 """
@@ -46,6 +48,12 @@ class Trace:
     """Steps and CFG parts of one generation. ``dtype=torch.float16`` halves the memory it keeps.
 
     ``space`` is the latent space of the traced latents (``Kit.generate`` sets it), used by previews.
+
+    One trace records one run. Reusing it (``generate(..., trace=t)`` twice, e.g. a re-run notebook cell) starts
+    over: each run calls ``start()``, which drops the previous run's steps, CFG parts and prompt entries, so
+    ``t`` then holds the latest run only, and so does every earlier ``Generation.trace`` that is this same
+    object (pass a fresh ``Trace()`` per run to keep both). ``attention`` is dropped too, unless its
+    ``capture_attention`` block is still open: the maps of a live capture cover every UNet call of its block.
     """
 
     dtype: torch.dtype = torch.float32
@@ -59,6 +67,13 @@ class Trace:
         return t.detach().to("cpu", self.dtype)
 
     # ----------------------------------------------------------------------------------- recording
+    def start(self) -> Trace:
+        """Begin a run: forget what an earlier run recorded (see the class docstring); returns self."""
+        self.steps, self.cfg_parts, self.prompt_entries = [], [], []
+        if self.attention is not None and not self.attention.capturing:
+            self.attention = None
+        return self
+
     def on_step(self, step: Step) -> None:
         self.steps.append(
             Step(

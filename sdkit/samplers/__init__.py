@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from sdkit.samplers.base import accepted_options
 from sdkit.samplers.diffusers_adapter import from_diffusers
 from sdkit.samplers.discrete import ddim, ddpm, lcm
 from sdkit.samplers.dpm import dpm_2, dpm_2_ancestral
@@ -89,8 +90,10 @@ def steps(
     **options: Any,
 ) -> Iterator[Step]:
     """Run a sampler one ``Step`` at a time (under ``torch.no_grad``). Call the sampler function itself
-    to sample with gradients."""
-    run = get_sampler(sampler)(denoiser, x, sigmas, **options)
+    to sample with gradients. ``noise_sampler=`` / ``generator=`` are dropped for a sampler function that
+    takes neither (nor ``**options``): it draws no noise (``sdkit.samplers.base.accepted_options``)."""
+    fn = get_sampler(sampler)
+    run = fn(denoiser, x, sigmas, **accepted_options(fn, options))
     while True:
         with torch.no_grad():
             try:

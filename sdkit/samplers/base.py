@@ -11,8 +11,10 @@ The DPM-Solver family works in ``lambda = -log(sigma)`` (half the log-SNR, Lu et
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -42,6 +44,26 @@ def read_sigmas(sigmas: Tensor | Sequence[float]) -> list[float]:
                 f"sigmas must be strictly decreasing, got sigmas[{k - 1}] = {values[k - 1]} and sigmas[{k}] = {s}"
             )
     return values
+
+
+RANDOMNESS_OPTIONS = ("noise_sampler", "generator")
+"""Options sdkit offers every sampler: recipes pass a seeded ``noise_sampler`` whatever the sampler is."""
+
+
+def accepted_options(sampler: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` less the randomness options (``noise_sampler``, ``generator``) that ``sampler`` cannot take.
+
+    A sampler function that declares neither them nor ``**options`` draws no noise, so it runs without them,
+    as sdkit's deterministic samplers ignore them; any other option is passed unchanged (a misspelt one still
+    raises ``TypeError``).
+    """
+    try:
+        params = inspect.signature(sampler).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: pass everything
+        return options
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return options
+    return {k: v for k, v in options.items() if k in params or k not in RANDOMNESS_OPTIONS}
 
 
 def sigma_arg(sigmas: Tensor | Sequence[float], i: int) -> Tensor:

@@ -2,6 +2,10 @@
 ``sweep_widget(kit)`` (a CFG/seed/steps grid). All logic lives in plain methods (``run``, ``frame``,
 ``static``) that work and are tested without any widget frontend; the widgets are built only when displayed
 (``.widget``), and creating them headless (nbclient, CI) is harmless: they simply show nothing.
+
+Samplers go by the names users know: A1111 display names ("DPM++ 2M Karras", "Euler a"), sdkit's snake_case
+names, or a sampler function; a name's schedule ("Karras", or A1111's "Automatic" one for a bare display name)
+is used exactly as ``Kit.generate`` uses it (``sdkit.samplers.names``).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image as PILImage
+from torch import Tensor
 
 from sdkit.trace import Trace
-from sdkit.types import Step
+from sdkit.types import Sampler, Step
 
 
 class ProgressTrace(Trace):
@@ -38,13 +43,55 @@ def _png(image: PILImage.Image, min_size: int = 256) -> bytes:
     return buf.getvalue()
 
 
+def sampler_setting(
+    sampler: str | Sampler, schedule: str | Tensor | None, current: str | Tensor
+) -> tuple[str | Sampler, str | Tensor]:
+    """``(sampler, schedule)`` as the explorer stores them (snake_case names, or the objects themselves), read
+    as ``Kit.generate`` reads its arguments.
+
+    ``sampler``: an A1111 display name with an optional schedule suffix ("DPM++ 2M Karras", "Euler a"), a
+    snake_case name, or a sampler function. ``schedule``: a name (A1111's "Karras", "Automatic" too), a tensor of
+    sigmas, or None: then the schedule a display name implies (its suffix, else A1111's "Automatic" one), and
+    ``current`` for a snake_case name or a function.
+    """
+    from sdkit.samplers import SAMPLERS
+    from sdkit.samplers.names import SCHEDULE_DISPLAY, resolve
+
+    name: str | Sampler
+    implied: str | Tensor
+    if isinstance(sampler, str):
+        try:
+            name, implied = resolve(sampler)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"sampler: {e}") from None
+    elif callable(sampler):
+        name, implied = sampler, current
+    else:
+        raise TypeError(f"sampler must be a name or a sampler function, got {type(sampler).__name__}")
+    if schedule is None:
+        return name, current if not isinstance(sampler, str) or sampler in SAMPLERS else implied
+    if not isinstance(schedule, str):
+        return name, schedule  # a tensor of sigmas: Kit.generate validates it
+    if not isinstance(name, str) and schedule.strip().lower() == "automatic":
+        return name, current  # a function has no A1111 "Automatic" schedule
+    try:  # the sampler is known, so only the schedule can be wrong; a schedule's name does not depend on it
+        return name, resolve(name if isinstance(name, str) else "euler", schedule)[1]
+    except ValueError:
+        from sdkit.schedules import SCHEDULES
+
+        raise ValueError(
+            f"schedule: unknown schedule type {schedule!r}; valid: Automatic, "
+            f"{', '.join(SCHEDULE_DISPLAY.get(k, k) for k in SCHEDULES)} (or sdkit names {', '.join(SCHEDULES)})"
+        ) from None
+
+
 @dataclass
 class Settings:
     prompt: str = "a red circle"
     negative_prompt: str = ""
     seed: int = 1
-    sampler: str = "euler"
-    schedule: str = "normal"
+    sampler: str | Sampler = "euler"  # sdkit's snake_case name, or a sampler function
+    schedule: str | Tensor = "normal"  # a schedule name, or a tensor of sigmas
     steps: int = 8
     cfg: float = 7.5
     width: int | None = None  # None: the model's default
@@ -72,23 +119,32 @@ class _WidgetView:
 
 
 class Explorer(_WidgetView):
-    """Generate with a trace, then look at any step (``frame(i)``); ``widget`` is the interactive view."""
+    """Generate with a trace, then look at any step (``frame(i)``); ``widget`` is the interactive view.
+
+    ``sampler`` takes what ``Kit.generate`` takes ("DPM++ 2M Karras", "Euler a", "dpmpp_2m", a function) and
+    ``settings.sampler`` / ``settings.schedule`` hold what it resolved to (``sampler_setting``)."""
 
     def __init__(self, kit: Any, decoder: Any = "vae", **settings: Any) -> None:
         d = kit.defaults
-        base = dict(steps=d.steps, cfg=d.cfg, sampler=d.sampler, schedule=d.schedule)
         self.kit, self.decoder = kit, decoder
-        self.settings = Settings(**{**base, **settings})
+        sampler, schedule = settings.pop("sampler", d.sampler), settings.pop("schedule", None)
+        self.settings = Settings(**{**dict(steps=d.steps, cfg=d.cfg), **settings})
+        self.settings.sampler, self.settings.schedule = sampler_setting(sampler, schedule, d.schedule)
         self.generation: Any = None
+        self.controls: dict[str, Any] = {}  # the widget's controls by setting name, once built
 
     # ----------------------------------------------------------------------------- logic (testable)
     def run(self, progress: Callable[[int], None] | None = None, **overrides: Any) -> Any:
         """Generate with the current settings (updated by ``overrides``), tracing every step."""
-        for key, value in overrides.items():
-            if not hasattr(self.settings, key):
-                raise TypeError(f"unknown setting {key!r}")
-            setattr(self.settings, key, value)
+        unknown = [key for key in overrides if not hasattr(self.settings, key)]
+        if unknown:
+            raise TypeError(f"unknown setting {unknown[0]!r}; settings: {', '.join(vars(self.settings))}")
         s = self.settings
+        if "sampler" in overrides or "schedule" in overrides:
+            sampler = overrides.pop("sampler", s.sampler)
+            s.sampler, s.schedule = sampler_setting(sampler, overrides.pop("schedule", None), s.schedule)
+        for key, value in overrides.items():
+            setattr(s, key, value)
         trace = ProgressTrace(progress) if progress is not None else Trace()
         self.generation = self.kit.generate(
             s.prompt, s.negative_prompt, seed=s.seed, sampler=s.sampler, schedule=s.schedule, steps=s.steps, cfg=s.cfg,
@@ -118,13 +174,24 @@ class Explorer(_WidgetView):
         import ipywidgets as w
 
         from sdkit.samplers import SAMPLERS
+        from sdkit.samplers.names import SAMPLER_DISPLAY, SCHEDULE_DISPLAY
         from sdkit.schedules import SCHEDULES
 
         s = self.settings
         prompt = w.Textarea(value=s.prompt, description="prompt", layout=w.Layout(width="98%"))
         seed = w.IntText(value=s.seed, description="seed")
-        sampler = w.Dropdown(options=list(SAMPLERS), value=s.sampler, description="sampler")
-        schedule = w.Dropdown(options=list(SCHEDULES), value=s.schedule, description="schedule")
+        # (label, value): A1111's display names shown, sdkit's names (or the objects) stored
+        samplers: list[tuple[str, Any]] = [(SAMPLER_DISPLAY.get(name, name), name) for name in SAMPLERS]
+        if callable(s.sampler):
+            samplers.append((getattr(s.sampler, "__name__", "custom"), s.sampler))
+        schedules = [("Automatic", "automatic"), *((SCHEDULE_DISPLAY.get(name, name), name) for name in SCHEDULES)]
+        custom_sigmas = s.schedule if isinstance(s.schedule, Tensor) else None
+        if custom_sigmas is not None:
+            schedules.append(("Custom", "custom"))
+        sampler = w.Dropdown(options=samplers, value=s.sampler, description="sampler")
+        schedule = w.Dropdown(
+            options=schedules, value="custom" if custom_sigmas is not None else s.schedule, description="schedule"
+        )
         steps = w.IntSlider(value=s.steps, min=1, max=100, description="steps")
         cfg = w.FloatSlider(value=s.cfg, min=1.0, max=20.0, step=0.5, description="CFG")
         button = w.Button(description="Generate", button_style="primary")
@@ -142,9 +209,10 @@ class Explorer(_WidgetView):
 
         def generate(_: Any) -> None:
             bar.max, bar.value = steps.value, 0
+            chosen = custom_sigmas if schedule.value == "custom" else schedule.value
             self.run(
                 progress=lambda k: setattr(bar, "value", k),
-                prompt=prompt.value, seed=seed.value, sampler=sampler.value, schedule=schedule.value,
+                prompt=prompt.value, seed=seed.value, sampler=sampler.value, schedule=chosen,
                 steps=steps.value, cfg=cfg.value,
             )  # fmt: skip
             slider.max = len(self.generation.trace)
@@ -153,6 +221,9 @@ class Explorer(_WidgetView):
 
         button.on_click(generate)
         slider.observe(show, names="value")
+        self.controls = dict(
+            prompt=prompt, seed=seed, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg, generate=button
+        )
         controls = w.VBox([prompt, w.HBox([seed, sampler, schedule]), w.HBox([steps, cfg]), w.HBox([button, bar])])
         return w.VBox([controls, slider, picture, caption])
 
