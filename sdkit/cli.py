@@ -28,9 +28,19 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int, default=None)
     g.add_argument("--height", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--clip-skip", type=int, default=1, help="A1111's Clip skip: 1 = last layer, 2 = penultimate")
+    g.add_argument("--hires-scale", type=float, default=None, help="hires fix: upscale factor (default 2)")
+    g.add_argument("--hires-steps", type=int, default=None, help="hires fix: steps of the second pass (0 = --steps)")
+    g.add_argument("--hires-strength", type=float, default=None, help="hires fix: denoising strength (default 0.7)")
+    g.add_argument("--hires-upscaler", default=None, help="hires fix: 'Latent' (default), 'Lanczos', 'Nearest', ...")
     g.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .ckpt files (weights only)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    g.add_argument("--output", "-o", default="out.png", help="output PNG (index added for batches)")
+    g.add_argument(
+        "--output",
+        "-o",
+        default="out.png",
+        help="output .png/.jpg/.webp (index added for batches)",
+    )
     i = sub.add_parser("info", help="print the generation parameters stored in a PNG")
     i.add_argument("image")
     return p
@@ -77,14 +87,35 @@ def _precheck(args: argparse.Namespace) -> None:
         raise ValueError(f"--schedule: unknown schedule {args.schedule!r}; valid names: {', '.join(SCHEDULES)}")
 
 
+def _hires(args: argparse.Namespace) -> dict[str, object] | None:
+    """The hires fix options given (any of them turns it on), checked; None without them."""
+    from sdkit.hires import HiresFix
+
+    options = {
+        "scale": args.hires_scale,
+        "steps": args.hires_steps,
+        "denoising_strength": args.hires_strength,
+        "upscaler": args.hires_upscaler,
+    }
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given:
+        return None
+    HiresFix(**given)  # type: ignore[arg-type]  # raises naming the option
+    return given
+
+
 def _generate(args: argparse.Namespace) -> int:
     import sdkit
+    from sdkit.limits import check_int
+    from sdkit.loading import IMAGE_FORMATS
 
     _precheck(args)
+    check_int("--clip-skip", args.clip_skip)
+    hires = _hires(args)
     outputs = _outputs(Path(args.output), args.batch_size)
     for out in outputs:
-        if out.suffix.lower() != ".png":
-            raise ValueError(f"--output must end in .png, got {out}")
+        if out.suffix.lower() not in IMAGE_FORMATS:
+            raise ValueError(f"--output must end in {', '.join(IMAGE_FORMATS)} (the suffix sets the format), got {out}")
         if out.exists() and not args.overwrite:
             raise ValueError(f"--output {out} exists; pass --overwrite to replace it")
         if not out.parent.is_dir():
@@ -100,6 +131,8 @@ def _generate(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
         batch_size=args.batch_size,
+        clip_skip=args.clip_skip,
+        hires=hires,
     )
     kit.parameters(args.prompt, args.negative, **kwargs)  # validate everything before the slow part
     result = kit.generate(args.prompt, args.negative, progress=True, **kwargs)
@@ -111,12 +144,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from sdkit.loading import read_png_parameters
+    from sdkit.loading import read_image_parameters
 
-    path = Path(args.image)
-    if not path.is_file():
-        raise ValueError(f"image: {path} does not exist")
-    print(read_png_parameters(path))
+    print(read_image_parameters(Path(args.image)))  # PNG, JPEG or WebP; a missing or damaged file: one ValueError
     return 0
 
 
@@ -124,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _generate(args) if args.command == "generate" else _info(args)
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, NotImplementedError) as e:
+    except (ValueError, TypeError, OSError, NotImplementedError) as e:  # OSError: a full disk, a read-only folder
         print(f"sdkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from typing import Any
 
 MAX_SIDE = 8192
@@ -44,25 +45,25 @@ def check_bool(name: str, value: Any) -> bool:
     """A switch: ``True``/``False`` (numpy's too); anything else (``"no"``, ``0``, None) is a TypeError."""
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return bool(value)
-    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {show(value)}")
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None, bound: str = "") -> int:
     """An integer in ``[minimum, maximum]`` (numpy integers accepted, booleans refused). ``bound`` names the
     constant behind ``maximum`` for the message."""
     if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {show(value)}")
     number = int(value)
     if number < minimum or (maximum is not None and number > maximum):
         allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}{_raise_hint(bound)}")
+        raise ValueError(f"{name} must be an integer {allowed}, got {show(value)}{_raise_hint(bound)}")
     return number
 
 
 def check_number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None) -> float:
     """A finite real number (numpy scalars accepted, booleans refused), optionally within ``[minimum, maximum]``."""
     if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {show(value)}")
     number = float(value)
     low = -math.inf if minimum is None else minimum
     high = math.inf if maximum is None else maximum
@@ -70,6 +71,17 @@ def check_number(name: str, value: Any, *, minimum: float | None = None, maximum
         allowed = "a finite number" if minimum is None and maximum is None else f"a number in [{low:g}, {high:g}]"
         raise ValueError(f"{name} must be {allowed}, got {number!r}")
     return number
+
+
+def check_choice(name: str, value: Any, options: tuple[str, ...]) -> str:
+    """One of the names in ``options`` (a closed choice, a ``Literal``): another type is a TypeError, another
+    name a ValueError."""
+    allowed = ", ".join(map(repr, options))
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {allowed}, got {type(value).__name__} {show(value)}")
+    if value not in options:
+        raise ValueError(f"{name} must be one of {allowed}, got {show(value)}")
+    return value
 
 
 def check_size(name: str, value: Any, factor: int) -> int:
@@ -101,6 +113,11 @@ def check_batch_size(value: Any) -> int:
 
 def check_steps(value: Any) -> int:
     return check_int("steps", value, maximum=MAX_STEPS, bound="MAX_STEPS")
+
+
+def show(value: Any) -> str:
+    """``repr(value)`` for a one-line message: shortened (reprlib) and with any line breaks (numpy arrays) folded."""
+    return " ".join(reprlib.repr(value).split())
 
 
 def _raise_hint(bound: str) -> str:

@@ -7,8 +7,11 @@ Every hostile case runs with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` set (the var
 
 from __future__ import annotations
 
+import io
+import json
 import pickle
 import shutil
+import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +24,14 @@ from safetensors.torch import load_file, save_file
 
 import sdkit
 from sdkit.conditioners import load_controlnet
-from sdkit.loading import ModelLoadError, load_controlnet_model, load_midas, load_vae, read_state_dict
+from sdkit.loading import (
+    ModelLoadError,
+    detect_format,
+    load_controlnet_model,
+    load_midas,
+    load_vae,
+    read_state_dict,
+)
 from sdkit.testing import save_single_file
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
@@ -245,3 +255,61 @@ def test_midas_loads_through_the_guarded_loader(tmp_path, monkeypatch):
     assert out.shape == (64, 64, 3)
     with pytest.raises(ValueError, match="model_type"):
         load_midas(str(tmp_path / "midas"), model_type="midas_v99")
+
+
+# ------------------------------------------------------------------------------------------ polyglots
+def zip_polyglot(path: Path, tensors: dict[str, torch.Tensor], inner: bytes) -> Path:
+    """A file that is a valid safetensors file holding ``tensors`` and a valid torch zip checkpoint (``inner``,
+    the bytes of a ``torch.save``). Its header length is 0x04034B50, whose little-endian bytes are the zip
+    signature ``PK\\x03\\x04``; the zip's entries and central directory (with absolute offsets, which zip readers
+    follow from the end of the file) sit in the bytes of a last tensor, ``polyglot``."""
+    n = 0x04034B50
+    data = b"".join(v.contiguous().numpy().tobytes() for v in tensors.values())
+    start = 8 + n + len(data)
+
+    def archive(comment: bytes) -> bytes:
+        out = io.BytesIO()
+        out.write(b"\0" * start)
+        with zipfile.ZipFile(io.BytesIO(inner)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+            for info in src.infolist():
+                z.writestr(info.filename, src.read(info))
+            z.comment = comment
+        return out.getvalue()[start:]
+
+    zipped = archive(b"")
+    zipped = archive(b" " * (-len(zipped) % 4))  # the tensor of float32 needs a length divisible by 4
+    entries: dict[str, Any] = {}
+    offset = 0
+    for name, v in tensors.items():
+        size = v.numel() * v.element_size()
+        entries[name] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    entries["polyglot"] = {"dtype": "F32", "shape": [len(zipped) // 4], "data_offsets": [offset, offset + len(zipped)]}
+    header = json.dumps(entries).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", n) + header + b" " * (n - len(header)) + data + zipped)
+    return path
+
+
+@pytest.mark.parametrize("inner_kind", ["honest", "hostile"])
+def test_safetensors_zip_polyglot_is_read_as_safetensors_by_sdkit_and_diffusers(
+    tiny_sd1_folder, tiny_sd1_kit, tmp_path, marker, inner_kind
+):
+    """Issue #15: such a file was taken for a zip, read as a pickle with the opt-in, and then read by diffusers as
+    safetensors (by its name), failing with an error that blamed the configs. Now it is safetensors for both
+    readers, whatever its name, and its pickle is never opened."""
+    from sdkit.testing import ldm_state_dict, tiny_components
+
+    state = {k: v.float() for k, v in ldm_state_dict(tiny_components("sd1")).items()}
+    inner = io.BytesIO()
+    honest = {"state_dict": {"w": torch.ones(2)}}
+    torch.save(honest if inner_kind == "honest" else {"state_dict": {"w": Payload(str(marker))}}, inner)
+    path = zip_polyglot(tmp_path / "both.ckpt", state, inner.getvalue())
+    assert zipfile.is_zipfile(path) and path.read_bytes()[:4] == b"PK\x03\x04"
+    if inner_kind == "honest":  # the control: torch reads the zip side
+        assert torch.equal(torch.load(str(path), weights_only=True)["state_dict"]["w"], torch.ones(2))
+    assert load_file(str(path)).keys() == {*state, "polyglot"}  # and safetensors the other
+    assert detect_format(path) == "safetensors"
+    kit = sdkit.load(str(path), allow_pickle=True, config=str(tiny_sd1_folder))
+    a, b = kit.unet.state_dict(), tiny_sd1_kit.unet.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -18,6 +18,7 @@ from sdkit.cli import main
 from sdkit.conditioners import Control, Mask, as_image, as_mask
 from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
+from sdkit.loading import load_controlnet_model, load_midas, read_state_dict
 from sdkit.strength import strength_sigmas
 
 SMALL: dict[str, Any] = dict(width=64, height=64, steps=2)
@@ -46,13 +47,15 @@ X = torch.zeros(1, 4, 8, 8)
 # (id, call(kit), exception type, parameter the message must name, text the message must also show or "")
 CASES: list[tuple[str, Callable[[Any], Any], type[Exception], str, str]] = [
     ("width not a multiple of 8", gen(width=63), ValueError, "width", "63"),
-    ("width zero", gen(width=0), ValueError, "width", ">= 1"),
+    ("width zero", gen(width=0), ValueError, "width", "in [8, 8192]"),
+    ("width beyond MAX_SIDE", gen(width=100000, height=64), ValueError, "width", "MAX_SIDE"),
     ("width negative", gen(width=-8), ValueError, "width", "-8"),
     ("width float", gen(width=64.0), TypeError, "width", "64.0"),
     ("width str", gen(width="64"), TypeError, "width", "'64'"),
     ("height not a multiple of 8", gen(height=12), ValueError, "height", "12"),
     ("size beyond the memory estimate", gen(width=8192, height=8192), ValueError, "width x height", "GiB"),
-    ("batch beyond the memory estimate", gen(width=1024, height=1024, batch_size=500), ValueError, "batch_size", "GiB"),
+    ("batch beyond the memory estimate", gen(width=4096, height=4096, batch_size=8), ValueError, "batch_size", "GiB"),
+    ("batch beyond MAX_BATCH_SIZE", gen(batch_size=10**9), ValueError, "batch_size", "MAX_BATCH_SIZE"),
     ("batch_size zero", gen(batch_size=0), ValueError, "batch_size", "0"),
     ("batch_size float", gen(batch_size=1.5), TypeError, "batch_size", "1.5"),
     ("steps zero", gen(steps=0), ValueError, "steps", "[1, 10000]"),
@@ -89,7 +92,7 @@ CASES: list[tuple[str, Callable[[Any], Any], type[Exception], str, str]] = [
     ("strength above 1", gen(init_image=GRAY, strength=1.5), ValueError, "strength", "1.5"),
     ("strength negative", gen(init_image=GRAY, strength=-0.1), ValueError, "strength", "-0.1"),
     ("strength nan", gen(init_image=GRAY, strength=math.nan), ValueError, "strength", "nan"),
-    ("strength str", gen(init_image=GRAY, strength="0.5"), ValueError, "strength", "'0.5'"),
+    ("strength str", gen(init_image=GRAY, strength="0.5"), TypeError, "strength", "'0.5'"),
     ("init_image a path string", gen(init_image="photo.png"), TypeError, "init_image", "str"),
     ("init_image float out of range", gen(init_image=np.full((64, 64, 3), 2.0)), ValueError, "init_image", "[0, 1]"),
     (
@@ -116,6 +119,32 @@ CASES: list[tuple[str, Callable[[Any], Any], type[Exception], str, str]] = [
     ("model not a str", lambda kit: sdkit.load(123), TypeError, "model", "int"),
     ("model empty", lambda kit: sdkit.load(""), ValueError, "model", "empty"),
     ("device unknown", lambda kit: sdkit.load("shapes", device="warp9"), ValueError, "device", "'warp9'"),
+    ("device meta", lambda kit: sdkit.load("shapes", device="meta"), ValueError, "device", "'meta'"),
+    (
+        "device meta object",
+        lambda kit: sdkit.load_vae("shapes", device=torch.device("meta")),
+        ValueError,
+        "device",
+        "meta",
+    ),
+    ("allow_pickle a string", lambda kit: sdkit.load("shapes", allow_pickle="no"), TypeError, "allow_pickle", "'no'"),
+    ("allow_pickle an int", lambda kit: sdkit.load("shapes", allow_pickle=1), TypeError, "allow_pickle", "1"),
+    ("config an int", lambda kit: sdkit.load("shapes", config=42), TypeError, "config", "int"),
+    (
+        "read_state_dict allow_pickle",
+        lambda kit: read_state_dict("x.ckpt", allow_pickle="yes"),
+        TypeError,
+        "allow_pickle",
+        "'yes'",
+    ),
+    (
+        "controlnet allow_pickle",
+        lambda kit: load_controlnet_model("shapes", allow_pickle="no"),
+        TypeError,
+        "allow_pickle",
+        "'no'",
+    ),
+    ("midas allow_pickle", lambda kit: load_midas("shapes", allow_pickle="no"), TypeError, "allow_pickle", "'no'"),
     ("dtype a string", lambda kit: sdkit.load("shapes", dtype="float16"), TypeError, "dtype", "'float16'"),
     ("dtype integer", lambda kit: sdkit.load("shapes", dtype=torch.int8), TypeError, "dtype", "int8"),
     ("VAE.decode a tensor", lambda kit: kit.vae.decode(X), TypeError, "latents", "Tensor"),
@@ -229,13 +258,13 @@ def test_boolean_seeds_are_refused():
 @pytest.mark.parametrize(
     "args,name",
     [
-        (["--batch-size", "0"], "batch-size"),
+        (["--batch-size", "0"], "batch_size"),
         (["--height", "0"], "height"),
         (["--steps", "-1"], "steps"),
         (["--seed", str(2**64)], "seed"),
         (["--cfg", "inf"], "cfg"),
         (["--schedule", "sideways"], "schedule"),
-        (["-o", "out.jpg"], "output"),
+        (["-o", "out.gif"], "output"),
     ],
 )
 def test_cli_refuses_with_one_line(tiny_sd1_folder, tmp_path, monkeypatch, capsys, args, name):

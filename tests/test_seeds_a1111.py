@@ -192,8 +192,9 @@ def test_variation_seed_equals_a1111_slerp(seed, strength):
 def test_seed_resize_from_equals_a1111(resize):
     w, h = resize  # target latents 8x8 (64 px): smaller, larger, odd differences and equal sizes
     for subseed, strength in ((None, 0.0), (99, 0.3)):
-        rng = A1111Rng(SHAPE, [5, 5] if strength else [5, 6], subseeds=None if subseed is None else [99, 100], strength=strength,
-                       resize_hw=(h, w))  # fmt: skip
+        seeds = [5, 5] if strength else [5, 6]
+        subseeds = None if subseed is None else [99, 100]
+        rng = A1111Rng(SHAPE, seeds, subseeds=subseeds, strength=strength, resize_hw=(h, w))
         theirs = [rng.next() for _ in range(3)]
         noise = ImageNoise.for_batch(SeedSpec(5, subseed, strength, (w, h)), 2, SHAPE)
         ours = [noise.first(), noise(), noise()]
