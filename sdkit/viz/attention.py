@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from PIL import Image as PILImage
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from sdkit.viz.figure import Figure
 
 
 def heat_colors(heat: Float[Tensor, "H W"]) -> np.ndarray:
@@ -47,9 +50,9 @@ def plot_word_maps(
     index: int = 0,
     alpha: float = 0.5,
     size: float = 2.2,
-) -> Any:
+) -> Figure:
     """The image, then one overlay per word, in one row; returns the matplotlib Figure."""
-    from matplotlib.figure import Figure
+    from sdkit.viz.figure import Figure
 
     panels = {"image": image, **word_overlays(maps, image, words, tokens=tokens, index=index, alpha=alpha)}
     fig = Figure(figsize=(size * len(panels), size + 0.4), layout="constrained")
@@ -62,10 +65,10 @@ def plot_word_maps(
     return fig
 
 
-def plot_layer_maps(maps: Any, word: str, *, tokens: Any = None, step: int | None = None, index: int = 0) -> Any:
+def plot_layer_maps(maps: Any, word: str, *, tokens: Any = None, step: int | None = None, index: int = 0) -> Figure:
     """Unaggregated: ``word``'s map in every captured layer (summed over heads) at one step (default: the
     last), at each layer's own resolution; shows that low-resolution layers carry the coarse layout."""
-    from matplotlib.figure import Figure
+    from sdkit.viz.figure import Figure
 
     positions = maps.token_positions(word, tokens)
     step = maps.steps[-1] if step is None else step

@@ -1,12 +1,13 @@
 """Looking at text embeddings: a per-token heatmap, a 2-D PCA map of words, prompt-to-prompt similarity.
 
 ``encoder`` below is anything with ``encode(prompt) -> TextConditioning`` and ``tokenize(prompt) -> Tokens``
-(a ``sdkit.text.PromptEncoder``, e.g. ``kit.prompts``). matplotlib is imported only when plotting.
+(a ``sdkit.text.PromptEncoder``, e.g. ``kit.prompts``). The plots draw on ``ax`` or on a new figure and return
+the Axes, which shows its figure in Jupyter (``sdkit.viz.figure``); matplotlib is imported only when plotting.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from jaxtyping import Float
@@ -15,6 +16,9 @@ from torch import Tensor
 from sdkit.text.tokenizer import clean_piece, eos_positions
 from sdkit.types import TextConditioning, Tokens
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 
 class _Encodes(Protocol):
     def encode(self, prompt: str) -> TextConditioning: ...
@@ -22,23 +26,17 @@ class _Encodes(Protocol):
     def tokenize(self, prompt: str) -> Tokens: ...
 
 
-def _axes(ax: Any, size: tuple[float, float]) -> Any:
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=size)
-    return ax
-
-
 def plot_token_embeddings(
     cond: TextConditioning, tokens: Tokens, *, padding: int = 2, dims: int | None = 64, ax: Any = None
-) -> Any:
+) -> Axes:
     """Heatmap of the per-token embeddings (rows: tokens of the first chunk up to EOS plus ``padding``
     padding positions; columns: the first ``dims`` features). Returns the matplotlib Axes."""
+    from sdkit.viz.figure import new_axes
+
     end = eos_positions(tokens)[0] + 1 + padding
     z = cond.embeds[0, :end, :dims].detach().float().cpu()  # [tokens, dims]
     labels = [f"{k} {clean_piece(p)}" for k, p in enumerate(tokens.pieces[0][:end])]
-    ax = _axes(ax, (8, 0.25 * len(labels) + 1.5))
+    ax = new_axes(ax, (8, 0.25 * len(labels) + 1.5))
     limit = float(z.abs().quantile(0.99)) or 1.0  # robust colour range: BOS has huge outliers in real CLIP
     image = ax.imshow(z.numpy(), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
@@ -66,10 +64,12 @@ def pca_2d(x: Float[Tensor, "n d"]) -> Float[Tensor, "n 2"]:
     return centred @ v[:2].T
 
 
-def plot_embedding_pca(encoder: _Encodes, words: list[str], *, ax: Any = None) -> Any:
+def plot_embedding_pca(encoder: _Encodes, words: list[str], *, ax: Any = None) -> Axes:
     """2-D PCA map of several words' embeddings (``word_embeddings``), labelled. Returns the Axes."""
+    from sdkit.viz.figure import new_axes
+
     points = pca_2d(word_embeddings(encoder, words))
-    ax = _axes(ax, (5, 5))
+    ax = new_axes(ax, (5, 5))
     ax.scatter(points[:, 0], points[:, 1])
     for (x, y), word in zip(points.tolist(), words, strict=True):
         ax.annotate(word, (x, y), textcoords="offset points", xytext=(4, 4))
@@ -101,10 +101,12 @@ def cosine_similarities(
 
 def plot_cosine_similarities(
     encoder: _Encodes, prompts: list[str], mode: Literal["pooled", "tokens"] = "pooled", *, ax: Any = None
-) -> Any:
+) -> Axes:
     """Heatmap of ``cosine_similarities`` with the values written in. Returns the Axes."""
+    from sdkit.viz.figure import new_axes
+
     sim = cosine_similarities(encoder, prompts, mode)
-    ax = _axes(ax, (1 + 0.8 * len(prompts), 1 + 0.8 * len(prompts)))
+    ax = new_axes(ax, (1 + 0.8 * len(prompts), 1 + 0.8 * len(prompts)))
     ax.imshow(sim.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
     labels = [p if len(p) <= 24 else p[:22] + "..." for p in prompts]
     ax.set_xticks(range(len(prompts)), labels, rotation=45, ha="right")

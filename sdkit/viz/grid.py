@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image as PILImage
 from PIL import ImageDraw
+
+if TYPE_CHECKING:
+    from sdkit.viz.figure import Figure
 
 
 @dataclass
@@ -43,9 +46,9 @@ class Grid:
     def cell(self, row: int, col: int) -> PILImage.Image:
         return self.images[row][col]
 
-    def plot(self, size: float = 1.6) -> Any:
+    def plot(self, size: float = 1.6) -> Figure:
         """A matplotlib figure: columns labelled with the x values, rows with the y values, axes named."""
-        from matplotlib.figure import Figure
+        from sdkit.viz.figure import Figure
 
         rows, cols = self.shape
         fig = Figure(figsize=(size * cols + 0.6, size * rows + 0.6), layout="constrained")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdkit.latents import Latents
 
+if TYPE_CHECKING:
+    from sdkit.viz.figure import Figure
 
-def plot_channels(latents: Latents, *, index: int = 0, size: float = 1.8) -> Any:
+
+def plot_channels(latents: Latents, *, index: int = 0, size: float = 1.8) -> Figure:
     """One panel per latent channel of image ``index`` (own colour scale each, colorbar), as a Figure."""
-    from matplotlib.figure import Figure
+    from sdkit.viz.figure import Figure
 
     x = latents.tensor[index].detach().float().cpu()
     fig = Figure(figsize=(size * x.shape[0] + 0.5, size + 0.5), layout="constrained")
@@ -24,12 +27,11 @@ def plot_channels(latents: Latents, *, index: int = 0, size: float = 1.8) -> Any
     return fig
 
 
-def plot_previews(latents: Latents, methods: Mapping[str, Any], *, index: int = 0, size: float = 2.2) -> Any:
+def plot_previews(latents: Latents, methods: Mapping[str, Any], *, index: int = 0, size: float = 2.2) -> Figure:
     """The same latents through several decoders (``{"linear": "linear", "VAE": kit.vae, ...}``), side by side
     at their own output resolution (the linear preview is 1/8 of the image size)."""
-    from matplotlib.figure import Figure
-
     from sdkit.previews import preview
+    from sdkit.viz.figure import Figure
 
     fig = Figure(figsize=(size * len(methods), size + 0.4), layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False)[0]

@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from sdkit.viz.figure import Figure
 
 Quantity = Literal["sigma", "log_snr", "noise_removed"]
 
@@ -42,7 +42,7 @@ def plot_schedules(
     ``plot_schedules({"karras": make_sigmas("karras", 20, model), "normal": ...})``; a single tensor is
     plotted as "sigmas". Returns the Figure (it displays itself in Jupyter); pyplot's global state is not used.
     """
-    from matplotlib.figure import Figure
+    from sdkit.viz.figure import Figure
 
     if isinstance(schedules, Tensor):
         schedules = {"sigmas": schedules}

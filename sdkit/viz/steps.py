@@ -1,16 +1,22 @@
 """Looking at a sampler run (a ``sdkit.trace.Trace``): previews per step, sigmas, CFG parts.
 
-Every function returns a matplotlib Figure (matplotlib is imported only when plotting).
+Every plot returns a matplotlib Figure that shows itself in Jupyter (``sdkit.viz.figure``; matplotlib is imported
+only when plotting).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sdkit.latents import Latents, LatentSpace
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from sdkit.viz.figure import Figure
 
 ROW_TITLES = {"x": "x (noisy)", "denoised": "x0 estimate", "eps": "eps (noise)", "x_next": "x next"}
 
@@ -67,9 +73,9 @@ def plot_steps(
     *,
     index: int = 0,
     max_columns: int = 10,
-) -> Any:
+) -> Figure:
     """A grid of previews: one column per (picked) step titled with its sigma, one row per quantity."""
-    from matplotlib.figure import Figure
+    from sdkit.viz.figure import Figure
 
     cols, previews = step_previews(trace, decoder, rows, index=index, max_columns=max_columns)
     fig = Figure(figsize=(1.6 * len(cols), 1.7 * len(rows)), layout="constrained")
@@ -89,12 +95,11 @@ def plot_steps(
     return fig
 
 
-def plot_sigmas(trace: Any, ax: Any = None) -> Any:
-    """Sigma per step (log scale) of a trace; returns the Axes."""
-    from matplotlib.figure import Figure
+def plot_sigmas(trace: Any, ax: Any = None) -> Axes:
+    """Sigma per step (log scale) of a trace, on ``ax`` or a new figure; returns the Axes (it shows itself)."""
+    from sdkit.viz.figure import new_axes
 
-    if ax is None:
-        ax = Figure(figsize=(4, 2.5), layout="constrained").subplots()
+    ax = new_axes(ax, (4, 2.5))
     ax.semilogy(range(len(trace)), trace.sigmas.numpy(), "o-", label="sigma")
     ax.set_xlabel("step")
     ax.set_ylabel("sigma")
@@ -112,9 +117,9 @@ def cfg_norms(trace: Any) -> dict[str, np.ndarray]:
     return {"uncond": rms(uncond), "cond": rms(cond), "cond - uncond": rms(cond - uncond)}
 
 
-def plot_cfg_parts(trace: Any, decoder: Any = "linear", *, index: int = 0, max_columns: int = 8) -> Any:
+def plot_cfg_parts(trace: Any, decoder: Any = "linear", *, index: int = 0, max_columns: int = 8) -> Figure:
     """Rows: uncond x0, cond x0, and their difference (amplified), per picked evaluation."""
-    from matplotlib.figure import Figure
+    from sdkit.viz.figure import Figure
 
     space = _space_for(trace, decoder)
     parts = trace.cfg_parts
