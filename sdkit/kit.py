@@ -246,7 +246,7 @@ class Kit:
                 f"model, got steps={steps}"
             )
         clip_skip = self._check_clip_skip(clip_skip)
-        hires_fix = check_hires(hires, width, height, batch_size, self.vae.space.factor)
+        hires_fix = check_hires(hires, width, height, batch_size, self.vae.space.factor, steps)
         if hires_fix is not None and custom:
             raise ValueError("hires: the second pass stretches a named schedule; a custom schedule (sigmas) cannot")
         params = GenerationParameters(
@@ -394,7 +394,7 @@ class Kit:
                 w, h = params.hires.latent_size(params.width, params.height, f)
                 hires_cond = add_time_ids(self.unet, cond, uncond, w * f, h * f)
             cond, uncond = add_time_ids(self.unet, cond, uncond, params.width, params.height)
-        recorder = trace if isinstance(trace, Trace) else Trace() if trace else None
+        recorder = trace.start() if isinstance(trace, Trace) else Trace() if trace else None
         if recorder is not None and recorder.space is None:
             recorder.space = self.vae.space  # previews of traced latents need their space
         tail = self._hires_sigmas(params) if params.hires is not None else None

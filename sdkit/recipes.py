@@ -9,6 +9,7 @@ a sigma schedule, a sampler) and returns latents, or pixels where the last step 
 - ``inpaint``: repaint a masked region with any model (latent blending) or a 9-channel inpainting UNet.
 - ``outpaint``: inpaint on a larger canvas whose new zone starts from noise.
 - ``controlnet``: txt2img with one or several ControlNets (any recipe takes ``controlled(denoiser, ...)`` too).
+- ``hires_fix``: A1111's Hires. fix: txt2img, upscale, then img2img at the larger size (``sdkit.hires``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sdkit.conditioners.masks import MaskedContent, fill_masked, latent_mask, ma
 from sdkit.conditioners.outpaint import extend_canvas
 from sdkit.denoisers import DiscreteDenoiser
 from sdkit.guidance import CFG, PartsHook, ScheduledCFG
+from sdkit.hires import HiresFix, upscale
 from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
 from sdkit.noise import ImageNoise, SeedSpec, randn, seed_spec
@@ -249,3 +251,56 @@ def controlnet(
     """txt2img steered by one or several ControlNets (``Control(model, image, weight, start, end)``)."""
     guided = controlled(denoiser, controls, sigmas, (width, height))
     return txt2img(guided, space, cond, uncond, sigmas=sigmas, width=width, height=height, **options)
+
+
+def hires_fix(
+    denoiser: ConditionalDenoiser,
+    vae: VAE,
+    cond: TextConditioning | PromptSchedule,
+    uncond: TextConditioning,
+    *,
+    sigmas: Float[Tensor, " n1"],
+    hires_sigmas: Float[Tensor, " m"],
+    hires: HiresFix | None = None,
+    hires_cond: tuple[TextConditioning, TextConditioning] | None = None,
+    sampler: str | Sampler = "euler",
+    cfg_scale: float = 7.5,
+    seed: int | SeedSpec = 0,
+    width: int = 512,
+    height: int = 512,
+    batch_size: int = 1,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    on_step: StepHook | None = None,
+    on_cfg_parts: PartsHook | None = None,
+) -> Latents:
+    """A1111's Hires. fix: txt2img at ``width`` x ``height``, upscale the result (``hires.upscaler``: latent
+    interpolation, or decode / resize / encode), then img2img at the larger size over ``hires_sigmas`` (build them
+    with ``sdkit.hires.hires_sigmas``: A1111 runs the last ``hires.steps`` steps of a longer schedule).
+    ``hires``: default ``HiresFix()``; ``hires_cond``: ``(cond, uncond)`` for the second pass (SDXL's size
+    conditioning), default the same as the first."""
+    hires = hires or HiresFix()
+    # 1. The first pass, exactly txt2img.
+    low = txt2img(
+        denoiser, vae.space, cond, uncond, sigmas=sigmas, sampler=sampler, cfg_scale=cfg_scale, seed=seed,
+        width=width, height=height, batch_size=batch_size, device=device, dtype=dtype, on_step=on_step,
+        on_cfg_parts=on_cfg_parts,
+    )  # fmt: skip
+    # 2. Upscale: interpolate the latents ("Latent" upscalers) or decode, resize the pixels and encode again.
+    z = upscale(low, vae, hires, width, height).tensor.to(device=device, dtype=dtype)
+    tail = hires_sigmas.to(device)
+    if tail.shape[0] < 2:  # denoising strength 0: the upscaled image as it is
+        return Latents(z, vae.space)
+    # 3. img2img at the new size: a new noise source with the same seeds over the larger shape (A1111 makes a new
+    #    ImageRNG), the upscaled latents noised to the tail's first sigma, then the sampler.
+    noise = ImageNoise.for_batch(seed, batch_size, z.shape[1:], factor=vae.space.factor, device=device, dtype=dtype)
+    x = z + noise.first() * tail[0].to(dtype)
+    c, u = hires_cond if hires_cond is not None else (cond, uncond)
+    if not isinstance(c, TextConditioning):
+        raise ValueError("hires_fix: prompt editing needs a hires_cond for the second pass (one TextConditioning)")
+    guided = CFG(denoiser, c.repeat(batch_size), u.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
+    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise):
+        if on_step is not None:
+            on_step(step)
+        x = step.x_next
+    return Latents(x, vae.space)

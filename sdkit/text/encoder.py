@@ -12,6 +12,12 @@ Which hidden layer each family uses (matching diffusers' ``encode_prompt``, chec
   the pooled embedding is the second encoder's projected EOS token (``text_embeds``). Diffusers' SDXL
   ``clip_skip=c`` is ``layer=c + 1, final_layer_norm=False``.
 
+A1111's "Clip skip" (``CLIP_stop_at_last_layers``, the ``clip_skip`` argument of ``__call__``; 1 = off):
+``clip_skip=k >= 2`` reads ``hidden_states[-k]`` and applies ``final_layer_norm``, so A1111's k is diffusers'
+``clip_skip=k - 1`` (``layer=k - 1``). A1111 applies it to SD1's CLIP only: its SD2 (OpenCLIP) encoder ignores
+it, and SDXL's encoders ignore it unless the "Clip skip SDXL" option (``sdxl_clip_l_skip``, off by default)
+is set; ``PromptEncoder`` follows the defaults (see there).
+
 Each 77-token chunk is encoded on its own and the chunks are concatenated along the tokens, so the result
 is ``[1, chunks * 77, d]``; the pooled embedding comes from the first chunk (as in A1111).
 
@@ -23,6 +29,7 @@ level. ``restore_mean=False`` gives plain multiplication ("No norm" in A1111).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Literal
 
 import torch
@@ -43,8 +50,9 @@ def apply_weights(z: Float[Tensor, "c n d"], weights: Float[Tensor, "c n"], rest
     w = weights.to(device=z.device, dtype=torch.float32)[..., None]  # [c, n, 1]
     before = z32.mean(dim=(1, 2), keepdim=True)  # [c, 1, 1]
     weighted = z32 * w
-    if restore_mean:
-        weighted = weighted * (before / weighted.mean(dim=(1, 2), keepdim=True))
+    if restore_mean:  # a weighted mean of exactly 0 (A1111: a division by zero, inf) keeps the plain product
+        after = weighted.mean(dim=(1, 2), keepdim=True)
+        weighted = weighted * torch.where(after == 0, torch.ones_like(after), before / after)
     return weighted.to(z.dtype)
 
 
@@ -98,32 +106,40 @@ class ClipTextEncoder:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def check_clip_skip(self, clip_skip: int) -> int:
+        """A1111's clip skip: an integer from 1 (the last layer) to the number of layers."""
+        layers = int(self.model.config.num_hidden_layers)
+        if isinstance(clip_skip, bool) or not isinstance(clip_skip, numbers.Integral) or not 1 <= clip_skip <= layers:
+            raise ValueError(f"clip_skip must be an integer in [1, {layers}] for this text encoder, got {clip_skip!r}")
+        return int(clip_skip)
+
     @torch.no_grad()
     def hidden(
-        self, ids: Tensor, mask: Tensor | None = None
+        self, ids: Tensor, mask: Tensor | None = None, *, clip_skip: int = 1
     ) -> tuple[Float[Tensor, "c n d"], Float[Tensor, "c p"] | None]:
         """Raw per-chunk embeddings of the chosen layer ``[c, n, d]`` and the projected pooled ``[c, p]``
-        (None without a projection), before any weighting."""
-        need_layers = self.layer != "last"
+        (None without a projection), before any weighting. ``clip_skip > 1`` (A1111's) overrides ``layer``."""
+        layer, norm = (self.layer, self.final_layer_norm) if clip_skip == 1 else (clip_skip - 1, True)
         out = self.model(
             ids.to(self.device),
             attention_mask=None if mask is None else mask.to(self.device),
-            output_hidden_states=need_layers,
+            output_hidden_states=layer != "last",
         )
-        if self.layer == "last":
+        if layer == "last":
             z = out.last_hidden_state  # already after final_layer_norm
         else:
-            skip = 1 if self.layer == "penultimate" else int(self.layer)
+            skip = 1 if layer == "penultimate" else int(layer)
             z = out.hidden_states[-(skip + 1)]  # hidden_states[0] is the embedding layer, [-1] the last block
-            if self.final_layer_norm:
+            if norm:
                 z = self._norm(z)
         pooled = out.text_embeds if self.has_projection else None
         return z, pooled
 
-    def __call__(self, tokens: Tokens) -> TextConditioning:
-        """``Tokens`` ``[c, 77]`` -> embeds ``[1, c * 77, d]``, pooled ``[1, p]`` (first chunk) or None."""
+    def __call__(self, tokens: Tokens, *, clip_skip: int = 1) -> TextConditioning:
+        """``Tokens`` ``[c, 77]`` -> embeds ``[1, c * 77, d]``, pooled ``[1, p]`` (first chunk) or None.
+        ``clip_skip``: A1111's (1 = this encoder's ``layer``; ``k >= 2``: ``hidden_states[-k]``, normalised)."""
         mask = attention_mask(tokens) if self.use_attention_mask else None
-        z, pooled = self.hidden(tokens.ids, mask)
+        z, pooled = self.hidden(tokens.ids, mask, clip_skip=self.check_clip_skip(clip_skip))
         z = apply_weights(z, tokens.weights, self.restore_mean)
         embeds = z.reshape(1, -1, z.shape[-1])
         return TextConditioning(embeds, None if pooled is None else pooled[:1])

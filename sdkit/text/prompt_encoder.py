@@ -4,7 +4,11 @@ SD1 and SD2 have one tokenizer and one encoder. SDXL has two of each: the per-to
 concatenated along the features (768 + 1280 = 2048) and the pooled embedding comes from the second.
 Prompt and negative prompt are padded to the same number of chunks so that CFG can batch them.
 
-Encodings are cached per session (an LRU keyed by prompt text and chunk count), so re-running a cell with
+``clip_skip`` is A1111's "Clip skip" (1 = off, 2 = the penultimate layer, normalised; see ``encoder``). As in
+A1111 (default settings) it changes SD1's CLIP (and the embedded model's) only: SD2's OpenCLIP and SDXL's
+encoders already read the penultimate layer and ignore it (``clip_skip_applies``).
+
+Encodings are cached per session (an LRU keyed by prompt text, chunk count and clip skip), so re-running a cell with
 the same prompt does not run the encoder again. Call ``clear_cache()`` after changing the encoders' weights
 (e.g. loading a LoRA). Cached results are shared: do not modify their tensors in place.
 """
@@ -45,7 +49,7 @@ class PromptEncoder:
         self.encoders = list(encoders)
         self.zero_empty_negative = zero_empty_negative
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, int], TextConditioning] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, int], TextConditioning] = OrderedDict()
 
     @classmethod
     def for_family(
@@ -58,7 +62,9 @@ class PromptEncoder:
         zero_empty_negative: bool = False,
     ) -> PromptEncoder:
         """Build from a model folder's parts (HF tokenizers or ``ClipTokenizer``s, transformers text models)
-        with the family's layer convention; ``clip_skip`` has diffusers' meaning (None = the default)."""
+        with the family's layer convention; ``clip_skip`` here has diffusers' meaning and sets the encoders'
+        layer (None = the default; diffusers' ``c`` is A1111's ``c + 1``). ``encode(..., clip_skip=)`` takes
+        A1111's per call."""
         toks = [t if isinstance(t, ClipTokenizer) else ClipTokenizer.from_hf(t, family) for t in tokenizers]
         if family == "sdxl":
             layer: Layer = "penultimate" if clip_skip is None else clip_skip + 1
@@ -78,16 +84,28 @@ class PromptEncoder:
         """How many 77-token chunks ``prompt`` needs."""
         return max(t(prompt).chunks for t in self.tokenizers)
 
-    def encode(self, prompt: str, chunks: int | None = None) -> TextConditioning:
+    @property
+    def clip_skip_applies(self) -> bool:
+        """Whether ``clip_skip`` changes this family's encodings (A1111: SD1's CLIP only, not SD2 or SDXL)."""
+        return self.family not in ("sd2", "sdxl")
+
+    def _clip_skip(self, clip_skip: int) -> int:
+        """The clip skip the encoders run with (validated; 1 where the family ignores it)."""
+        for enc in self.encoders:
+            enc.check_clip_skip(clip_skip)
+        return int(clip_skip) if self.clip_skip_applies else 1
+
+    def encode(self, prompt: str, chunks: int | None = None, *, clip_skip: int = 1) -> TextConditioning:
         """``prompt`` -> embeds ``[1, chunks * 77, d]`` (and pooled ``[1, p]`` for SDXL), padded with empty
-        chunks up to ``chunks`` when given."""
+        chunks up to ``chunks`` when given; ``clip_skip``: A1111's (see the module doc)."""
+        skip = self._clip_skip(clip_skip)
         tokens = [t(prompt) for t in self.tokenizers]
         n = max([tk.chunks for tk in tokens] + [chunks or 1])
-        key = (prompt, n)
+        key = (prompt, n, skip)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        parts = [enc(pad_chunks(tk, n)) for tk, enc in zip(tokens, self.encoders, strict=True)]
+        parts = [enc(pad_chunks(tk, n), clip_skip=skip) for tk, enc in zip(tokens, self.encoders, strict=True)]
         pooled = [p.pooled for p in parts if p.pooled is not None]
         cond = TextConditioning(
             torch.cat([p.embeds for p in parts], dim=-1),  # SDXL: [1, t, 768] + [1, t, 1280] -> [1, t, 2048]
@@ -98,21 +116,25 @@ class PromptEncoder:
             self._cache.popitem(last=False)
         return cond
 
-    def encode_pair(self, prompt: str, negative_prompt: str = "") -> tuple[TextConditioning, TextConditioning]:
+    def encode_pair(
+        self, prompt: str, negative_prompt: str = "", *, clip_skip: int = 1
+    ) -> tuple[TextConditioning, TextConditioning]:
         """``(cond, uncond)`` with the same number of chunks, ready for ``TextConditioning.cat``."""
         n = max(self.chunks(prompt), self.chunks(negative_prompt))
-        cond = self.encode(prompt, n)
+        cond = self.encode(prompt, n, clip_skip=clip_skip)
         if self.zero_empty_negative and negative_prompt == "":
             pooled = None if cond.pooled is None else torch.zeros_like(cond.pooled)
             return cond, TextConditioning(torch.zeros_like(cond.embeds), pooled)
-        return cond, self.encode(negative_prompt, n)
+        return cond, self.encode(negative_prompt, n, clip_skip=clip_skip)
 
-    def encode_schedule(self, prompt: str, steps: int, chunks: int | None = None) -> list[tuple[int, TextConditioning]]:
+    def encode_schedule(
+        self, prompt: str, steps: int, chunks: int | None = None, *, clip_skip: int = 1
+    ) -> list[tuple[int, TextConditioning]]:
         """Prompt editing (``[a:b:0.5]``): ``[(end_step, cond), ...]``, every entry with the same chunk
         count; pick the entry for a step with ``prompt_syntax.schedule_at``."""
         schedule = prompt_schedule(prompt, steps)
         n = max([self.chunks(text) for _, text in schedule] + [chunks or 1])
-        return [(end, self.encode(text, n)) for end, text in schedule]
+        return [(end, self.encode(text, n, clip_skip=clip_skip)) for end, text in schedule]
 
     @property
     def comma_backtrack(self) -> int:
