@@ -77,9 +77,11 @@ def slerp(t: float, low: Tensor, high: Tensor) -> Tensor:
         return low * t + high * (1 - t)
     omega = torch.acos(dot)
     sin_omega = torch.sin(omega)
-    return (torch.sin((1.0 - t) * omega) / sin_omega).unsqueeze(1) * low + (torch.sin(t * omega) / sin_omega).unsqueeze(
-        1
-    ) * high
+    start, end = torch.sin((1.0 - t) * omega) / sin_omega, torch.sin(t * omega) / sin_omega
+    mixed = start.unsqueeze(1) * low + end.unsqueeze(1) * high
+    if not bool(torch.isfinite(mixed).all()):  # one-row latents: every column is (anti)parallel, 0 / 0 in A1111
+        mixed = torch.where(torch.isfinite(mixed), mixed, low * (1 - t) + high * t)
+    return mixed
 
 
 def paste_centre(noise: Tensor, into: Tensor) -> Tensor:

@@ -297,3 +297,11 @@ def test_random_subseed_is_drawn_and_recorded(tiny_sd1_kit):
     assert isinstance(gen.parameters.subseed, int) and 0 <= gen.parameters.subseed < 2**32
     again = tiny_sd1_kit.generate(**{**parse(gen.infotext).generate_kwargs(), "model": None})
     assert np.array_equal(np.asarray(gen.images[0]), np.asarray(again.images[0]))
+
+
+def test_variation_seed_on_one_row_latents_stays_finite():
+    """8-px-high images have one latent row: A1111's slerp divides 0 by 0 there; sdkit mixes linearly instead."""
+    noise = ImageNoise.for_batch(SeedSpec(3, 5, 0.5), 2, (4, 1, 6)).first()
+    low, high = randn([3], (4, 1, 6))[0], randn([5], (4, 1, 6))[0]
+    assert torch.isfinite(noise).all()
+    assert torch.allclose(noise[0], low * 0.5 + high * 0.5)
