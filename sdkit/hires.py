@@ -84,8 +84,8 @@ class HiresFix:
         object.__setattr__(self, "steps", check_int("hires steps", self.steps, minimum=0, maximum=MAX_STEPS))
         try:
             object.__setattr__(self, "denoising_strength", check_strength(self.denoising_strength))
-        except ValueError as e:
-            raise ValueError(f"hires denoising_strength: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"hires denoising_strength: {e}") from None
         if not isinstance(self.upscaler, str) or not self.upscaler.strip():
             raise ValueError(f"hires upscaler must be a non-empty name, got {self.upscaler!r}")
         if self.resize_to is not None:

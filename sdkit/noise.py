@@ -79,8 +79,9 @@ def slerp(t: float, low: Tensor, high: Tensor) -> Tensor:
     sin_omega = torch.sin(omega)
     start, end = torch.sin((1.0 - t) * omega) / sin_omega, torch.sin(t * omega) / sin_omega
     mixed = start.unsqueeze(1) * low + end.unsqueeze(1) * high
-    if not bool(torch.isfinite(mixed).all()):  # one-row latents: every column is (anti)parallel, 0 / 0 in A1111
-        mixed = torch.where(torch.isfinite(mixed), mixed, low * (1 - t) + high * t)
+    degenerate = sin_omega.abs() < 1e-6  # one-row latents: every column is (anti)parallel, A1111 divides by ~0
+    if bool(degenerate.any()):
+        mixed = torch.where(degenerate.unsqueeze(1), low * (1 - t) + high * t, mixed)
     return mixed
 
 

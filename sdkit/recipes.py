@@ -178,7 +178,7 @@ def inpaint(
     space, b = vae.space, batch_size
     # 1. Known latents of the original and the repaint mask at latent resolution.
     known = _batch(vae.encode(init).tensor, b, "init image").to(device=device, dtype=dtype)
-    m = latent_mask(mask, space.factor).to(device=device, dtype=dtype)
+    m = _batch(latent_mask(mask, space.factor), b, "mask").to(device=device, dtype=dtype)
     rng = ImageNoise.for_batch(seed, b, known.shape[1:], factor=space.factor, device=device, dtype=dtype)
     noise = rng.first()
     # 2. Masked content: what the repainted region starts from before it is noised.
@@ -249,7 +249,7 @@ def controlnet(
     **options: Any,
 ) -> Latents:
     """txt2img steered by one or several ControlNets (``Control(model, image, weight, start, end)``)."""
-    guided = controlled(denoiser, controls, sigmas, (width, height))
+    guided = controlled(denoiser, controls, sigmas, (width, height), batch_size=options.get("batch_size", 1))
     return txt2img(guided, space, cond, uncond, sigmas=sigmas, width=width, height=height, **options)
 
 

@@ -21,27 +21,35 @@ All return a view/slice of sigmas (a 1-D tensor, ending in the schedule's last s
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 from jaxtyping import Float
 from torch import Tensor
 
+from sdkit.limits import check_choice, check_int, show
+
 StrengthMode = Literal["sdkit", "diffusers", "comfy", "a1111"]
+STRENGTH_MODES: tuple[str, ...] = get_args(StrengthMode)
 
 
 def check_strength(strength: float) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
-        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
-    return float(strength)
+    """A denoising strength: a real number in [0, 1] (numpy scalars too; booleans are not numbers here)."""
+    if isinstance(strength, bool) or type(strength).__name__ == "bool_" or not isinstance(strength, numbers.Real):
+        raise TypeError(f"strength must be a number in [0, 1], got {type(strength).__name__} {show(strength)}")
+    value = float(strength)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {value!r}")
+    return value
 
 
 def strength_steps(steps: int, strength: float, mode: StrengthMode = "sdkit") -> int:
     """How many of ``steps`` steps an img2img run at ``strength`` takes (modes "sdkit", "diffusers", "a1111";
     "comfy" always takes ``steps`` for strength > 0)."""
     strength = check_strength(strength)
+    steps = check_int("steps", steps, minimum=0)
+    check_choice("strength mode", mode, STRENGTH_MODES)
     if strength == 0.0 or steps == 0:
         return 0
     if mode == "sdkit":
@@ -50,9 +58,7 @@ def strength_steps(steps: int, strength: float, mode: StrengthMode = "sdkit") ->
         return min(int(steps * strength), steps)
     if mode == "a1111":
         return min(steps, int(min(strength, 0.999) * steps) + 1)
-    if mode == "comfy":
-        return steps
-    raise ValueError(f"strength mode must be one of 'sdkit', 'diffusers', 'comfy', 'a1111', got {mode!r}")
+    return steps  # "comfy"
 
 
 def strength_sigmas(
@@ -67,20 +73,24 @@ def strength_sigmas(
     = 1`` the full schedule. ``rebuild`` is required by ``mode="comfy"`` (see the module docstring).
     """
     strength = check_strength(strength)
+    check_choice("strength mode", mode, STRENGTH_MODES)
+    if not isinstance(sigmas, Tensor):
+        raise TypeError(f"sigmas must be a 1-D tensor, got {type(sigmas).__name__}")
     if sigmas.ndim != 1:
         raise ValueError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
     steps = int(sigmas.shape[0]) - 1
     if strength == 0.0 or steps <= 0:
         return sigmas[:0]
     if mode == "comfy":
-        if rebuild is None:
+        if not callable(rebuild):
             raise ValueError("strength mode 'comfy' needs rebuild=(total_steps -> sigmas) to build the longer schedule")
         if strength == 1.0:
             return sigmas
         total = int(steps / strength)
         longer = rebuild(total)
-        if longer.ndim != 1 or longer.shape[0] < steps + 1:
-            raise ValueError(f"rebuild({total}) must return about {total + 1} sigmas, got shape {tuple(longer.shape)}")
+        if not isinstance(longer, Tensor) or longer.ndim != 1 or longer.shape[0] < steps + 1:
+            shape = tuple(longer.shape) if isinstance(longer, Tensor) else type(longer).__name__
+            raise ValueError(f"rebuild({total}) must return about {total + 1} sigmas, got {shape}")
         return longer[-(steps + 1) :]
     k = strength_steps(steps, strength, mode)
     return sigmas[steps - k :] if k else sigmas[:0]

@@ -216,7 +216,7 @@ def test_cli_hires_options(tiny_sd1_folder, tmp_path, capsys):
     assert PILImage.open(out).size == (48, 48)
     capsys.readouterr()
     assert main([*argv[:-2], "--hires-strength", "2", "-o", str(tmp_path / "bad.png")]) == 2
-    assert "hires denoising_strength" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()
+    assert "--hires-strength" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()
 
 
 def test_sdxl_second_pass_is_conditioned_on_its_own_size():

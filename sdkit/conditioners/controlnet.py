@@ -12,7 +12,6 @@ The control image is RGB in [0, 1], not normalised to [-1, 1] (as the ControlNet
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +20,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from sdkit.conditioners.image_input import Size, to_image
+from sdkit.conditioners.image_input import Size, check_batch, to_image
 from sdkit.denoisers import DiscreteDenoiser
 from sdkit.image import Image
+from sdkit.limits import check_number
 from sdkit.types import TextConditioning
 
 
@@ -40,12 +40,13 @@ class Control:
     label: str = ""  # the name infotext records; by default the key or folder the model came from
 
     def __post_init__(self) -> None:
-        for name in ("weight", "start", "end"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"control: {name} must be a finite number, got {value!r}")
-        if not 0.0 <= self.start <= self.end <= 1.0:
-            raise ValueError(f"control: need 0 <= start <= end <= 1, got start={self.start}, end={self.end}")
+        check_number("control weight", self.weight)
+        start = check_number("control start", self.start, minimum=0.0, maximum=1.0)
+        end = check_number("control end", self.end, minimum=0.0, maximum=1.0)
+        if start > end:
+            raise ValueError(f"control: need 0 <= start <= end <= 1, got start={start:g}, end={end:g}")
+        if not isinstance(self.label, str):
+            raise TypeError(f"control label must be a str, got {type(self.label).__name__}")
 
     @property
     def name(self) -> str:
@@ -117,6 +118,8 @@ class ControlledUNet:
                 continue
             image = image.to(x_in)
             if image.shape[0] != x_in.shape[0]:  # [uncond, cond] halves each get the same control images
+                if x_in.shape[0] % image.shape[0]:
+                    raise ValueError(f"control images ({image.shape[0]}) do not divide the model batch {x_in.shape[0]}")
                 image = image.repeat(x_in.shape[0] // image.shape[0], 1, 1, 1)
             d, m = net(
                 x_in[:, : net.config.in_channels],  # an inpainting UNet's extra channels are not the net's
@@ -135,7 +138,16 @@ class ControlledUNet:
 class ControlledDenoiser:
     """A ``ConditionalDenoiser``: ``denoiser`` with ControlNets, each weighted per step of ``sigmas``."""
 
-    def __init__(self, denoiser: DiscreteDenoiser, controls: Sequence[Control], sigmas: Tensor, size: Size) -> None:
+    def __init__(
+        self,
+        denoiser: DiscreteDenoiser,
+        controls: Sequence[Control],
+        sigmas: Tensor,
+        size: Size,
+        batch_size: int | None = None,
+    ) -> None:
+        if not isinstance(controls, Sequence):
+            raise TypeError(f"controls must be a list of Control, got {type(controls).__name__}")
         controls = [as_control(c) for c in controls]
         if any(isinstance(c.model, str) for c in controls):
             raise TypeError("controlled: load ControlNets first (sdkit.conditioners.load_controlnet or kit.extras)")
@@ -146,6 +158,9 @@ class ControlledDenoiser:
         self.base, self.controls = denoiser, controls
         self.sigmas = sigmas.detach().float().cpu()
         images = [control_image(c.image, size).tensor for c in controls]
+        if batch_size is not None:
+            for image in images:
+                check_batch("control", image.shape[0], batch_size)
         self.model = ControlledUNet(denoiser.model, [c.model for c in controls], images)
         self.inner = DiscreteDenoiser(self.model, denoiser.schedule, denoiser.prediction_type)
         self.schedule, self.prediction_type = denoiser.schedule, denoiser.prediction_type
@@ -163,10 +178,16 @@ class ControlledDenoiser:
 
 
 def controlled(
-    denoiser: DiscreteDenoiser, controls: Sequence[Control] | Control, sigmas: Tensor, size: Size
+    denoiser: DiscreteDenoiser,
+    controls: Sequence[Control] | Control,
+    sigmas: Tensor,
+    size: Size,
+    batch_size: int | None = None,
 ) -> ControlledDenoiser:
-    """``denoiser`` with ``controls`` acting over the steps of ``sigmas`` (the schedule actually run)."""
-    return ControlledDenoiser(denoiser, [controls] if isinstance(controls, Control) else controls, sigmas, size)
+    """``denoiser`` with ``controls`` acting over the steps of ``sigmas`` (the schedule actually run). With
+    ``batch_size``, each control image batch must be 1 (shared) or ``batch_size`` (one per image)."""
+    controls = [controls] if isinstance(controls, Control) else controls
+    return ControlledDenoiser(denoiser, controls, sigmas, size, batch_size)
 
 
 def load_controlnet(

@@ -17,51 +17,54 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 from torch import Tensor
 
-from sdkit.conditioners.image_input import as_image, resize
-from sdkit.image import Image
+from sdkit import limits
+from sdkit.conditioners.image_input import as_float, as_image, checked, in_unit_range, resize
+from sdkit.image import Image, check_finite, check_image_size
+from sdkit.limits import check_bool, check_int
 
 
 def depth_values(depth: Any) -> Float[Tensor, "b 1 h w"]:
     """Depth as float in [0, 1] by its container's bit depth (never by its values): PIL ``L`` / uint8 / 255,
     ``I;16`` / ``I`` / uint16 / 65535, float (``F``, float arrays and tensors) as is; an RGB map is read by
-    its channel mean. Arrays may be ``[h, w]``, ``[c, h, w]`` or ``[b, c, h, w]``."""
+    its channel mean. Arrays may be ``[h, w]``, ``[c, h, w]`` or ``[b, c, h, w]`` (c in 1..4)."""
     if isinstance(depth, PILImage.Image):
+        check_image_size("depth", *depth.size)
         depth = ImageOps.exif_transpose(depth) or depth
         if depth.mode in ("I;16", "I;16B", "I;16L", "I"):
             a = np.asarray(depth, dtype=np.float32) / 65535.0
         elif depth.mode in ("F", "L"):
-            a = np.asarray(depth, dtype=np.float32) / (255.0 if depth.mode == "L" else 1.0)
+            a = check_finite("depth", np.asarray(depth, dtype=np.float32)) / (255.0 if depth.mode == "L" else 1.0)
         else:
             a = np.asarray(depth.convert("RGB"), dtype=np.float32).mean(axis=2) / 255.0
         return torch.from_numpy(a.copy())[None, None]
     if isinstance(depth, Image):
-        return depth.tensor.mean(dim=1, keepdim=True)
-    if isinstance(depth, np.ndarray):
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(depth.dtype, 1.0)
-        depth = torch.from_numpy(np.ascontiguousarray(depth).astype(np.float32) / scale)
-    if not isinstance(depth, Tensor):
+        return checked(depth, "depth").tensor.mean(dim=1, keepdim=True)
+    if not isinstance(depth, (np.ndarray, Tensor)):
         raise TypeError(f"depth must be a PIL image, numpy array or torch tensor, got {type(depth).__name__}")
-    t = depth.detach().cpu()
-    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
-    if t.ndim == 2:
-        t = t[None, None]
-    elif t.ndim == 3:
-        t = t[None] if t.shape[0] in (1, 3) else t[:, None]
-    if t.ndim != 4:
-        raise ValueError(f"depth must be [h, w], [c, h, w] or [b, c, h, w], got shape {tuple(depth.shape)}")
+    shape = tuple(depth.shape)
+    if depth.ndim == 2:
+        depth = depth[None, None]
+    elif depth.ndim == 3:
+        depth = depth[None] if depth.shape[0] in (1, 3) else depth[:, None]
+    if depth.ndim != 4 or not 1 <= depth.shape[1] <= 4:
+        raise ValueError(f"depth must be [h, w], [c, h, w] or [b, c, h, w] with c in 1..4, got shape {shape}")
+    check_image_size("depth", depth.shape[3], depth.shape[2], depth.shape[0])
+    t = as_float(depth, "depth")
     return t.mean(dim=1, keepdim=True) if t.shape[1] != 1 else t
 
 
 def depth_image(depth: Any, *, normalize: bool = True, invert: bool = False) -> Image:
     """A depth map as the 3-channel control image depth ControlNets take. ``normalize`` stretches each map to
     [0, 1] (min -> 0, max -> 1; a flat map becomes 0); without it values must already lie in [0, 1]."""
+    normalize, invert = check_bool("normalize", normalize), check_bool("invert", invert)
     d = depth_values(depth)
     if normalize:
         lo = d.amin(dim=(2, 3), keepdim=True)
         span = d.amax(dim=(2, 3), keepdim=True) - lo
-        d = torch.where(span > 0, (d - lo) / span.clamp_min(1e-12), torch.zeros_like(d))
-    elif d.numel() and (d.min() < 0 or d.max() > 1):
-        raise ValueError(f"depth values must be in [0, 1] with normalize=False, got [{d.min():.4g}, {d.max():.4g}]")
+        # float64 for the stretch: float32 maps spanning more than ~1e38 would overflow to inf
+        d = torch.where(span > 0, (d.double() - lo) / span.double().clamp_min(1e-300), 0.0).float()
+    else:
+        d = in_unit_range(d, "depth")
     if invert:
         d = 1 - d
     return Image(d.expand(-1, 3, -1, -1).contiguous())
@@ -76,6 +79,9 @@ class MidasDepth:
 
     detector: Any
     detect_resolution: int = 384
+
+    def __post_init__(self) -> None:
+        check_int("detect_resolution", self.detect_resolution, maximum=limits.MAX_SIDE, bound="MAX_SIDE")
 
     def __call__(self, image: Any) -> Image:
         img = as_image(image)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from sdkit.conditioners.controlnet import Control, as_control, controlled, load_controlnet
-from sdkit.conditioners.image_input import as_image, fit_size
+from sdkit.conditioners.image_input import as_image, check_batch, fit_size
 from sdkit.conditioners.masks import Mask
 from sdkit.image import Image
 from sdkit.latents import Latents
@@ -63,12 +63,18 @@ class Conditioning:
         """Run the recipe these inputs call for; returns the final latents (None after a paste-back) and pixels."""
         from sdkit import recipes
 
+        b = params.batch_size
+        for name, t in (("init_image", None if self.init is None else self.init.tensor), ("mask", self.pixel_mask)):
+            if t is not None:
+                check_batch(name, t.shape[0], b)
+        for control in self.controls:
+            check_batch("control", control.image.tensor.shape[0], b)  # converted by resolve_conditioning
         strength = 1.0 if self.strength is None else self.strength
         run_sigmas = sigmas if self.init is None else strength_sigmas(sigmas, strength)
         size = (params.width, params.height)
         denoiser: Any = kit.denoiser
         if self.controls and run_sigmas.shape[0] >= 2:
-            denoiser = controlled(kit.denoiser, self.controls, run_sigmas, size)
+            denoiser = controlled(kit.denoiser, self.controls, run_sigmas, size, batch_size=b)
         common = dict(
             sampler=sampler,
             cfg_scale=params.cfg,
@@ -108,6 +114,8 @@ class Conditioning:
 
 def _resolve_control(kit: Kit, spec: Any) -> Control:
     control = as_control(spec)
+    # the image is converted (and checked: size bound, values) first, so a bad one is refused before a model loads
+    image = as_image(control.image)
     model, label = control.model, control.label
     if isinstance(model, str):
         label = label or model
@@ -116,7 +124,7 @@ def _resolve_control(kit: Kit, spec: Any) -> Control:
         model.to(device=kit.device, dtype=kit.dtype)
     else:
         raise TypeError(f"control model must be a ControlNetModel, a kit.extras key or a source, got {type(model)}")
-    return replace(control, model=model, label=label)
+    return replace(control, model=model, label=label, image=image)
 
 
 def _named(name: str, error: Exception) -> Exception:

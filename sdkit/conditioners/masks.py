@@ -13,8 +13,9 @@ formulation of ComfyUI's ``KSamplerX0Inpaint``. Samplers then carry the kept reg
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -24,18 +25,35 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 from torch import Tensor
 
-from sdkit.conditioners.image_input import Size, SizePolicy
-from sdkit.image import Image
+from sdkit.conditioners.image_input import (
+    Size,
+    SizePolicy,
+    as_float,
+    check_fit,
+    checked,
+    crop_to,
+    in_unit_range,
+    resize,
+)
+from sdkit.image import Image, check_finite, check_image_size
+from sdkit.limits import check_bool, check_choice, check_int, check_number
 from sdkit.types import Denoiser
 
 MaskedContent = Literal["original", "fill", "latent_noise", "latent_nothing"]
 """What the repainted region starts from (A1111's "Masked content"): the original image, the image with the
 hole filled from its surroundings, fresh latent noise, or zero latents."""
+MASKED_CONTENT: tuple[str, ...] = get_args(MaskedContent)
 
 PixelMask = Float[Tensor, "b 1 h w"]
 
 
 # ------------------------------------------------------------------------------------------ conversion
+MAX_BLUR = 256.0
+"""The largest mask blur (standard deviation, pixels); assign ``sdkit.conditioners.masks.MAX_BLUR`` to raise it.
+A1111's "Mask blur" slider stops at 64. A blur costs about 12 sigma multiply-adds per pixel and pass: at the bound a
+4096x4096 mask takes about 10 s on one CPU core."""
+
+
 def _pil_mask(image: PILImage.Image) -> np.ndarray:
     image = ImageOps.exif_transpose(image) or image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -44,64 +62,104 @@ def _pil_mask(image: PILImage.Image) -> np.ndarray:
         return lum * rgba[:, :, 3]
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         return np.asarray(image, dtype=np.float32) / 65535.0
-    if image.mode == "F":
-        return np.asarray(image, dtype=np.float32).clip(0, 1)
+    if image.mode == "F":  # float pixels may be NaN or infinite (not clipped to 0 / 1)
+        return check_finite("mask", np.asarray(image, dtype=np.float32)).clip(0, 1)
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
 def as_mask(mask: Any) -> PixelMask:
-    """A mask ``[b, 1, h, w]`` in [0, 1] from PIL (any mode), numpy or torch (bool, uint8, float in [0, 1]);
-    colour masks are read by luminance."""
+    """A mask ``[b, 1, h, w]`` in [0, 1] from PIL (any mode), numpy or torch (bool, uint8, uint16, float in [0, 1]);
+    colour masks are read by luminance. Arrays are ``[h, w]``, ``[1 or 3, h, w]``, ``[b, h, w]`` or
+    ``[b, c, h, w]`` with c in 1..4."""
     if isinstance(mask, PILImage.Image):
+        check_image_size("mask", *mask.size)
         return torch.from_numpy(_pil_mask(mask).copy())[None, None]
     if isinstance(mask, Image):
-        return mask.tensor.mean(dim=1, keepdim=True)
-    if isinstance(mask, np.ndarray):
-        mask = torch.from_numpy(np.ascontiguousarray(mask))
-    if not isinstance(mask, Tensor):
+        return checked(mask, "mask").tensor.mean(dim=1, keepdim=True)
+    if not isinstance(mask, (np.ndarray, Tensor)):
         raise TypeError(f"mask must be a PIL image, numpy array or torch tensor, got {type(mask).__name__}")
-    t = mask.detach().cpu()
-    if t.dtype == torch.bool:
-        t = t.float()
-    elif t.dtype == torch.uint8:
-        t = t.float() / 255.0
-    elif t.dtype == torch.int32 or t.dtype == torch.int64:
-        t = t.float()
-    t = t.float()
-    if t.ndim == 2:
-        t = t[None, None]
-    elif t.ndim == 3:
-        t = t[None] if t.shape[0] in (1, 3) else t[:, None]
-    if t.ndim != 4:
-        raise ValueError(f"mask must be [h, w], [1, h, w], [b, h, w] or [b, c, h, w], got shape {tuple(mask.shape)}")
-    if t.shape[1] != 1:
+    shape = tuple(mask.shape)
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    elif mask.ndim == 3:
+        mask = mask[None] if mask.shape[0] in (1, 3) else mask[:, None]
+    if mask.ndim != 4:
+        raise ValueError(f"mask must be [h, w], [1, h, w], [b, h, w] or [b, c, h, w], got shape {shape}")
+    b, c, h, w = mask.shape
+    if not 1 <= c <= 4:
+        raise ValueError(f"mask must have 1 to 4 channels, got shape {shape}")
+    check_image_size("mask", w, h, b)
+    t = as_float(mask, "mask")
+    if c != 1:
         t = t.mean(dim=1, keepdim=True)
-    if t.numel() and (t.min() < -1e-6 or t.max() > 1 + 1e-6):
-        raise ValueError(f"mask values must be in [0, 1] (or bool / uint8), got [{t.min():.4g}, {t.max():.4g}]")
-    return t.clamp(0, 1).contiguous()
+    return in_unit_range(t, "mask").contiguous()
+
+
+def check_blur(blur: Any) -> float:
+    """A mask blur: a finite number of pixels in [0, MAX_BLUR]."""
+    value = check_number("mask blur", blur, minimum=0)
+    if value > MAX_BLUR:
+        raise ValueError(
+            f"mask blur must be at most sdkit.conditioners.masks.MAX_BLUR = {MAX_BLUR:g} pixels, got {value:g} "
+            "(assign MAX_BLUR to raise the bound)"
+        )
+    return value
+
+
+def _dilate_1d(x: Tensor, radius: int, dim: int) -> Tensor:
+    """Running maximum over ``[i - radius, i + radius]`` along ``dim`` (the window cut at the edges), in
+    O(log radius) passes: dilating by radius a, then by the 3-point set {-s, 0, s} with s <= 2a + 1, is a dilation
+    by radius a + s, so steps 1, 2, 4, ... reach any radius."""
+    n = x.shape[dim]
+    radius = min(radius, n - 1)  # beyond the far edge a window holds the whole line
+    done, step = 0, 1
+    while done < radius:
+        s = min(step, radius - done)
+        head, tail = x.narrow(dim, 0, n - s), x.narrow(dim, s, n - s)
+        y = x.clone()
+        y.narrow(dim, 0, n - s).copy_(torch.maximum(head, tail))
+        y.narrow(dim, s, n - s).copy_(torch.maximum(y.narrow(dim, s, n - s), head))
+        x, done, step = y, done + s, step * 2
+    return x
 
 
 def grow(mask: PixelMask, pixels: int) -> PixelMask:
-    """Dilate the repaint region by ``pixels`` (a square neighbourhood); negative values erode it."""
+    """Dilate the repaint region by ``pixels`` (a square neighbourhood: the max over a (2p+1)^2 window, as
+    ``max_pool2d`` computes it); negative values erode it. Time O(h w log |pixels|) whatever ``pixels`` is."""
     if pixels == 0:
         return mask
-    k = 2 * abs(pixels) + 1
-    if pixels > 0:
-        return F.max_pool2d(mask, k, stride=1, padding=abs(pixels))
-    return -F.max_pool2d(-mask, k, stride=1, padding=abs(pixels))
+    r = abs(pixels)
+    sign = 1 if pixels > 0 else -1
+    return sign * _dilate_1d(_dilate_1d(sign * mask, r, 2), r, 3)
+
+
+def _blur_last(x: Tensor, k: Tensor) -> Tensor:
+    """Convolve the last dim of ``x`` with the odd kernel ``k``, edges replicated. Blocks of outputs are one
+    matrix product with a band matrix (BLAS speed; 10-30x faster than a depthwise conv on CPU); entries outside
+    the band are exact zeros, so a pixel farther than the kernel from every non-zero value stays exactly 0."""
+    r, n = (k.numel() - 1) // 2, x.shape[-1]
+    block = max(64, 2 * r)
+    blocks = -(-n // block)
+    padded = F.pad(x, (r, r + blocks * block - n, 0, 0), mode="replicate")  # x is [b, c, h, w]
+    windows = padded.unfold(-1, block + 2 * r, block)  # [..., blocks, block + 2r], overlapping views
+    rows = torch.arange(block)[:, None] + torch.arange(2 * r + 1)[None, :]  # input index of output i, tap j
+    band = torch.zeros(block + 2 * r, block, dtype=x.dtype, device=x.device)
+    band[rows, torch.arange(block)[:, None].expand_as(rows)] = k.to(x).expand_as(rows)
+    out = windows.reshape(-1, block + 2 * r) @ band  # one 2-D product: a batched one runs at a fraction of the speed
+    return out.reshape(*x.shape[:-1], blocks * block)[..., :n]
 
 
 def gaussian_blur(x: Float[Tensor, "b c h w"], sigma: float) -> Float[Tensor, "b c h w"]:
-    """Separable Gaussian blur (standard deviation ``sigma`` pixels, kernel reaching 3 sigma). Pixels farther
-    than the kernel from any non-zero value stay exactly 0."""
+    """Separable Gaussian blur (standard deviation ``sigma`` pixels, at most ``MAX_BLUR``; kernel reaching
+    3 sigma; edges replicated). Pixels farther than the kernel from any non-zero value stay exactly 0."""
+    sigma = check_blur(sigma)
     if sigma <= 0:
         return x
     r = max(1, math.ceil(3 * sigma))
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-    k = (k / k.sum()).to(x)
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    k = k / k.sum()
+    x = _blur_last(x, k)
+    return _blur_last(x.transpose(2, 3), k).transpose(2, 3).contiguous()
 
 
 def prepare_mask(
@@ -115,17 +173,26 @@ def prepare_mask(
 ) -> PixelMask:
     """The pixel mask a recipe uses: converted, sized like the image (``size`` = (width, height)), inverted,
     grown by ``grow_pixels`` and blurred with standard deviation ``blur`` pixels (A1111's "Mask blur")."""
+    target, policy, _ = check_fit(size, size_policy, 1)
+    grow_pixels = check_grow(grow_pixels)
+    blur = check_blur(blur)
+    invert = check_bool("mask invert", invert)
     m = as_mask(mask)
     if invert:
         m = 1 - m
-    if size is not None and (m.shape[3], m.shape[2]) != tuple(size):
-        if size_policy == "error":
-            raise ValueError(f"mask size {m.shape[3]}x{m.shape[2]} differs from the image's {size[0]}x{size[1]}")
-        from sdkit.conditioners.image_input import crop_to, resize
-
+    if target is not None and (m.shape[3], m.shape[2]) != target:
+        if policy == "error":
+            raise ValueError(f"mask size {m.shape[3]}x{m.shape[2]} differs from the image's {target[0]}x{target[1]}")
         rgb = Image(m.expand(-1, 3, -1, -1))
-        m = (resize(rgb, size) if size_policy == "resize" else crop_to(rgb, size)).tensor[:, :1].contiguous()
+        m = (resize(rgb, target) if policy == "resize" else crop_to(rgb, target)).tensor[:, :1].contiguous()
     return gaussian_blur(grow(m, grow_pixels), blur).clamp(0, 1)
+
+
+def check_grow(pixels: Any) -> int:
+    """Mask growth in pixels: any integer (negative erodes; beyond the image's side it covers the whole image)."""
+    if isinstance(pixels, bool) or type(pixels).__name__ == "bool_" or not isinstance(pixels, numbers.Integral):
+        raise TypeError(f"mask grow must be an integer (pixels, negative erodes), got {type(pixels).__name__}")
+    return int(pixels)
 
 
 @dataclass(frozen=True)
@@ -139,14 +206,10 @@ class Mask:
     content: MaskedContent = "original"
 
     def __post_init__(self) -> None:
-        if isinstance(self.blur, bool) or not isinstance(self.blur, (int, float)) or not 0 <= self.blur < math.inf:
-            raise ValueError(f"mask blur must be a finite number >= 0 (pixels), got {self.blur!r}")
-        if isinstance(self.grow, bool) or not isinstance(self.grow, int):
-            raise TypeError(f"mask grow must be an integer (pixels, negative erodes), got {self.grow!r}")
-        if self.content not in ("original", "fill", "latent_noise", "latent_nothing"):
-            raise ValueError(
-                f"mask content must be 'original', 'fill', 'latent_noise' or 'latent_nothing', got {self.content!r}"
-            )
+        check_blur(self.blur)
+        check_grow(self.grow)
+        check_bool("mask invert", self.invert)
+        check_choice("mask content", self.content, MASKED_CONTENT)
 
     def __call__(self, size: Size | None = None, size_policy: SizePolicy = "error") -> PixelMask:
         return prepare_mask(
@@ -158,19 +221,33 @@ class Mask:
 def latent_mask(mask: PixelMask, factor: int) -> Float[Tensor, "b 1 h_lat w_lat"]:
     """The mask at latent resolution: a latent cell is repainted as much as its most-repainted pixel, so
     every masked pixel lies in a regenerated cell."""
+    factor = check_int("factor", factor, maximum=64)
     return F.max_pool2d(mask, factor, stride=factor)
+
+
+def _wide_blur(x: Tensor, sigma: float) -> Tensor:
+    """A Gaussian blur of any width in O(h w) time: for sigma above 4 px the image is area-averaged down by the
+    power of 2 that brings sigma to 2-4 px, blurred there and bilinearly upsampled (the result is smooth on that
+    scale anyway). ``fill_masked``'s widest rounds blur by half the image's side."""
+    factor = 2 ** max(0, math.ceil(math.log2(sigma / 4))) if sigma > 4 else 1
+    if factor == 1:
+        return gaussian_blur(x, sigma)
+    h, w = x.shape[2:]
+    small = F.interpolate(x, size=(-(-h // factor), -(-w // factor)), mode="area")
+    return F.interpolate(gaussian_blur(small, sigma / factor), size=(h, w), mode="bilinear", align_corners=False)
 
 
 def fill_masked(image: Image, mask: PixelMask, rounds: int = 8) -> Image:
     """A1111's "fill": the repaint region painted with the colours around it (repeated normalised blurs of the
     kept pixels, widest first), so the model starts from a plausible average instead of the old content."""
+    rounds = check_int("rounds", rounds, minimum=0, maximum=32)
     keep = (mask < 0.5).to(image.tensor)
     x = image.tensor * keep
     filled = x.clone()
     h, w = image.tensor.shape[2:]
     for k in range(rounds):
         sigma = max(h, w) / 2 ** (k + 1)
-        num, den = gaussian_blur(x, sigma), gaussian_blur(keep, sigma)
+        num, den = _wide_blur(x, sigma), _wide_blur(keep, sigma)
         estimate = num / den.clamp_min(1e-8)
         known = den > 1e-6
         filled = torch.where((keep < 0.5) & known.expand_as(filled), estimate, filled)

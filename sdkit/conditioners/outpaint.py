@@ -6,13 +6,17 @@ original so the seam is regenerated and blended, and exactly 0 beyond.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from sdkit.image import Image
+from sdkit import limits
+from sdkit.conditioners.image_input import as_image
+from sdkit.image import Image, check_image_size
+from sdkit.limits import check_int
 
 
 @dataclass(frozen=True)
@@ -31,24 +35,28 @@ class Canvas:
         return Image(image.tensor[:, :, y0:y1, x0:x1].contiguous())
 
 
-def _check(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0 (pixels), got {value!r}")
-    return value
-
-
 def extend_canvas(
-    image: Image, *, left: int = 0, right: int = 0, up: int = 0, down: int = 0, overlap: int = 8, multiple: int = 8
+    image: Any, *, left: int = 0, right: int = 0, up: int = 0, down: int = 0, overlap: int = 8, multiple: int = 8
 ) -> Canvas:
-    """Extend ``image`` by the given pixels on each side; the canvas is padded further on the extended sides
-    (right/bottom when a direction is not extended) to a multiple of ``multiple``, and cropped back later."""
-    left, right, up, down = _check("left", left), _check("right", right), _check("up", up), _check("down", down)
-    overlap = _check("overlap", overlap)
+    """Extend ``image`` (any image ``as_image`` takes) by the given pixels on each side; the canvas is padded
+    further on the extended sides (right/bottom when a direction is not extended) to a multiple of ``multiple``,
+    and cropped back later. The canvas must stay within ``sdkit.limits`` (checked before it is made)."""
+    pads = {k: check_int(k, v, minimum=0) for k, v in (("left", left), ("right", right), ("up", up), ("down", down))}
+    left, right, up, down = pads.values()
+    overlap = check_int("overlap", overlap, minimum=0)
+    multiple = check_int("multiple", multiple, maximum=limits.MAX_SIDE, bound="MAX_SIDE")
     if left + right + up + down == 0:
         raise ValueError("outpaint: extend at least one side (left, right, up or down > 0)")
+    image = as_image(image)
     w, h = image.size
     W, H = w + left + right, h + up + down
     extra_w, extra_h = -W % multiple, -H % multiple
+    check_image_size(
+        f"outpaint canvas (image {w}x{h} + left/right {left}/{right}, up/down {up}/{down})",
+        W + extra_w,
+        H + extra_h,
+        image.tensor.shape[0],
+    )
     # Put the rounding pixels on a side that is being generated anyway, so the original stays where it is.
     pad_l = left + (extra_w if left and not right else 0)
     pad_r = right + (0 if left and not right else extra_w)
