@@ -582,3 +582,13 @@ def test_fuzz_openpose(small_bounds, doc, as_text, normalized, size):
     image = check(lambda: openpose_image(data, *size))
     if image is not None:
         assert image.size[0] * image.size[1] <= limits.MAX_PIXELS
+
+
+def test_a_large_init_image_without_a_size_is_refused_before_sampling(tiny_sd1_kit):
+    """A 3000x3000 photo would set a 3000x3000 generation (hours on a CPU): without width/height it is refused,
+    naming init_image and the way out; with them it is resized and runs."""
+    photo = np.zeros((3000, 3000, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"init_image.*3000x3000.*width= and height="):
+        tiny_sd1_kit.generate("a cat", init_image=photo, steps=1)
+    gen = tiny_sd1_kit.generate("a cat", init_image=photo, width=32, height=32, steps=1, seed=1)
+    assert gen.images[0].size == (32, 32)

@@ -20,6 +20,7 @@ from sdkit.conditioners.masks import Mask
 from sdkit.image import Image
 from sdkit.latents import Latents
 from sdkit.metadata import GenerationParameters
+from sdkit.quiet import to_device
 from sdkit.strength import check_strength, strength_sigmas
 from sdkit.types import Step, TextConditioning
 
@@ -121,7 +122,7 @@ def _resolve_control(kit: Kit, spec: Any) -> Control:
         label = label or model
         model = kit.extras[model] if model in kit.extras else load_controlnet(model, device=kit.device, dtype=kit.dtype)
     elif isinstance(model, torch.nn.Module):
-        model.to(device=kit.device, dtype=kit.dtype)
+        to_device(model, kit.device, kit.dtype)
     else:
         raise TypeError(f"control model must be a ControlNetModel, a kit.extras key or a source, got {type(model)}")
     return replace(control, model=model, label=label, image=image)
@@ -130,6 +131,11 @@ def _resolve_control(kit: Kit, spec: Any) -> Control:
 def _named(name: str, error: Exception) -> Exception:
     """The same error type with the parameter's name in front (the converters do not know it)."""
     return error if str(error).startswith(name) else type(error)(f"{name}: {error}")
+
+
+AUTO_SIZE_AREAS = 4
+"""An init image sets the generation size by itself up to this many times the model's default area; a larger one
+(a phone photo for a 512 px model) needs ``width``/``height``, instead of an hours-long run at its full size."""
 
 
 def resolve_conditioning(
@@ -152,6 +158,13 @@ def resolve_conditioning(
             raw = as_image(init_image)
             w, h = raw.size
             target = None if width is None and height is None else (width or w, height or h)
+            native = kit.defaults.width * kit.defaults.height
+            if target is None and w * h > AUTO_SIZE_AREAS * native:  # sampling time grows with the area squared
+                raise ValueError(
+                    f"image is {w}x{h}, and without width/height it would set the generation size: more than "
+                    f"{AUTO_SIZE_AREAS}x this model's default area ({kit.defaults.width}x{kit.defaults.height}); pass "
+                    "width= and height= (the image is resized to them)"
+                )
             init = fit_size(raw, target, "error" if target is None else "resize", factor)
         except (TypeError, ValueError) as e:
             raise _named("init_image", e) from None
