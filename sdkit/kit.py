@@ -22,6 +22,7 @@ from sdkit.latents import LatentSpace
 from sdkit.limits import check_area, check_batch_size, check_bool, check_int, check_number, check_size, check_steps
 from sdkit.metadata import GenerationParameters
 from sdkit.noise import SeedSpec, check_seed, resolve_seed
+from sdkit.quiet import to_device
 from sdkit.trace import Trace
 from sdkit.types import Sampler, Step
 from sdkit.unet import UNetPredictor
@@ -40,10 +41,15 @@ class Generation:
     trace: Trace | None = None
     notes: list[str] = field(default_factory=list)  # e.g. the VAE's float32 retry after an fp16 overflow
 
+    def infotext_for(self, index: int) -> str:
+        """Image ``index``'s own infotext: its seed and ``Batch pos`` (A1111 writes each image's own seed)."""
+        return self.parameters.for_image(index).infotext()
+
     def save(self, path: str, *, index: int = 0, overwrite: bool = False) -> str:
+        """Save image ``index`` with its own infotext; the suffix picks PNG, JPEG or WebP."""
         from sdkit.loading import save_png
 
-        return str(save_png(self.images[index], path, self.infotext, overwrite=overwrite))
+        return str(save_png(self.images[index], path, self.infotext_for(index), overwrite=overwrite))
 
     def _repr_png_(self) -> bytes:
         from sdkit.image import Image
@@ -146,7 +152,7 @@ class Kit:
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating point dtype, got {dtype}")
         for module in self.modules().values():
-            module.to(device=device, dtype=dtype)
+            to_device(module, device, dtype)
         if (device, dtype) != (self.device, self.dtype) and hasattr(self.prompts, "clear_cache"):
             self.prompts.clear_cache()
         self.device, self.dtype = device, dtype

@@ -56,7 +56,7 @@ _VALUE = re.compile(r'("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _END = re.compile(r"\s*(?:,|$)")
 _HIRES_KEYS = ("Hires upscale", "Hires steps", "Hires upscaler", "Hires resize")
 _KNOWN = {
-    "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "Batch size", "Sigmas",
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "Batch size", "Batch pos", "Sigmas",
     "Denoising strength", "Mask blur", "Clip skip", "Variation seed", "Variation seed strength",
     "Seed resize from", "ENSD", "Prompt", "Negative prompt", "First pass size", *_HIRES_KEYS,
 }  # fmt: skip
@@ -92,6 +92,7 @@ class GenerationParameters:
     clip_skip: int = 1  # A1111's "Clip skip" (1: the last layer; see sdkit.text.encoder)
     hires: HiresFix | None = None  # txt2img's second pass (sdkit.hires); its strength is "Denoising strength"
     extra: tuple[tuple[str, str], ...] = ()
+    batch_pos: int = 0  # which image of its batch this is (its own seed is ``seed``); A1111's "Batch pos"
 
     def __post_init__(self) -> None:
         from sdkit.schedules import SCHEDULES
@@ -137,6 +138,7 @@ class GenerationParameters:
         out.extend((f"ControlNet {i}", c) for i, c in enumerate(self.controls))
         if self.batch_size > 1:
             out.append(("Batch size", str(self.batch_size)))
+            out.append(("Batch pos", str(self.batch_pos)))
         if self.sigmas is not None:
             out.append(("Sigmas", " ".join(repr(float(s)) for s in self.sigmas)))
         if self.hires is not None:
@@ -172,11 +174,31 @@ class GenerationParameters:
             self.seed, self.subseed, self.subseed_strength, self.seed_resize_from, self.eta_noise_seed_delta
         )
 
+    def with_field(self, key: str, value: str) -> GenerationParameters:
+        """These parameters with one more field of their own written after sdkit's (quoted where needed), e.g.
+        ``("Refiner", name)``."""
+        return replace(self, extra=(*self.extra, (key, _quote(value))))
+
+    def for_image(self, i: int) -> GenerationParameters:
+        """The parameters written into image ``i`` of this batch: its own seed (and variation seed), as A1111
+        writes each image's ``Seed``, with ``Batch pos: i``. They regenerate it as the first image of a batch of
+        the same size."""
+        if not 0 <= i < self.batch_size:
+            raise ValueError(f"index must be in [0, {self.batch_size}), got {i}")
+        spec = self.seed_spec
+        subseeds = spec.subseeds(self.batch_size)
+        return replace(
+            self,
+            seed=spec.seeds(self.batch_size)[i],
+            subseed=subseeds[i] if subseeds else self.subseed,
+            batch_pos=i,
+        )
+
     def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``Kit.generate`` that reproduce this image."""
+        """Keyword arguments of ``Kit.generate`` that reproduce this image (the first of the batch they make)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         # mask blur and ControlNets need the mask / control images, which infotext cannot hold
-        for key in ("mask_blur", "controls", "extra"):
+        for key in ("mask_blur", "controls", "extra", "batch_pos"):
             d.pop(key)
         for key in ("strength", "hires"):
             if d[key] is None:
@@ -307,6 +329,7 @@ def parse(text: str) -> GenerationParameters:
         height=height,
         model=values.get("Model", ""),
         batch_size=_convert(values, "Batch size", int, 1),
+        batch_pos=_convert(values, "Batch pos", int, 0),
         sigmas=sigmas,
         strength=None if hires is not None else _convert(values, "Denoising strength", float),
         mask_blur=_convert(values, "Mask blur", float),

@@ -308,7 +308,8 @@ def generate_refined(
         )
         image = refiner.vae.decode(latents)
     note = refiner.vae.last_decode_note
-    infotext = f"{params.infotext()}, Refiner: {refiner.name}, Refiner switch at: {denoising_end:g}"
+    params = params.with_field("Refiner", refiner.name).with_field("Refiner switch at", f"{denoising_end:g}")
+    infotext = params.infotext()
     return Generation(
         image.to_pil(), params.seed, infotext, params, latents=latents, trace=recorder, notes=[note] if note else []
     )

@@ -34,9 +34,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 A1111_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 # the fields sdkit reads and writes itself (normalised: display names, number format, first pass conversion)
 SDKIT_FIELDS = {
-    "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "Batch size", "Denoising strength",
-    "Clip skip", "ENSD", "Variation seed", "Variation seed strength", "Hires upscale", "Hires steps",
-    "Hires upscaler", "Hires resize", "First pass size",
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "Batch size", "Batch pos",
+    "Denoising strength", "Clip skip", "ENSD", "Variation seed", "Variation seed strength", "Hires upscale",
+    "Hires steps", "Hires upscaler", "Hires resize", "First pass size",
 }  # fmt: skip
 
 

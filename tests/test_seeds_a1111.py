@@ -23,6 +23,7 @@ import torch
 from k_diffusion import sampling as k_sampling
 
 from sdkit import samplers
+from sdkit.loading import read_image_parameters
 from sdkit.metadata import parse
 from sdkit.noise import ImageNoise, SeedSpec, noise_sampler_for, randn
 
@@ -305,3 +306,19 @@ def test_variation_seed_on_one_row_latents_stays_finite():
     low, high = randn([3], (4, 1, 6))[0], randn([5], (4, 1, 6))[0]
     assert torch.isfinite(noise).all()
     assert torch.allclose(noise[0], low * 0.5 + high * 0.5)
+
+
+@pytest.mark.parametrize("variation", [False, True])
+def test_each_image_of_a_batch_carries_its_own_seed(tiny_sd1_kit, tmp_path, variation):
+    """As A1111 writes them: image i's file says its own Seed (or Variation seed) and Batch pos; it regenerates as
+    the first image of a batch of the same size."""
+    extra = dict(subseed=40, subseed_strength=0.3) if variation else {}
+    gen = tiny_sd1_kit.generate("a red circle", seed=5, steps=3, width=32, height=32, batch_size=3,
+                                sampler="euler_ancestral", **extra)  # fmt: skip
+    path = gen.save(str(tmp_path / "b1.png"), index=1)
+    text = read_image_parameters(path)
+    own = "Seed: 5," if variation else "Seed: 6,"
+    assert own in text and "Batch size: 3" in text and "Batch pos: 1" in text
+    assert ("Variation seed: 41," in text) == variation
+    again = tiny_sd1_kit.generate(**{**parse(text).generate_kwargs(), "model": None})
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(gen.images[1]))
