@@ -2,7 +2,10 @@
 show), and every cell that plots shows its figure as an image. The kernel is ``python3``: in CI that is the
 activated virtualenv's ipykernel. Under ``MPLBACKEND=Agg`` nothing draws a figure at the end of a cell, so an image
 appears only where the cell's value shows itself (``sdkit.viz`` figures, ``Image``, ``Grid``...), as in a docs
-build; in JupyterLab the same cells show the same single image."""
+build; in JupyterLab the same cells show the same single image.
+
+A notebook that passes is saved with its outputs to ``build/executed/notebooks/NAME.ipynb`` (gitignored): the docs
+site (``mkdocs build``, see ``docs/build.py``) renders those copies instead of running the notebooks again."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+EXECUTED = Path(__file__).resolve().parent.parent / "build" / "executed" / "notebooks"
 
 # a cell plots when it calls an sdkit.viz plot (``plot_*``, ``.plot(``, the explorer's ``.static(``), builds a
 # ``Grid``, or draws with matplotlib itself (pyplot, a ``Figure``, an Axes drawing method)
@@ -64,3 +68,7 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     assert not blank, f"{path.name}: cells that plot but show no image (cell: last line): {blank}"
     text = {k: t for k, c in enumerate(book.cells) for t in unshown(c)}
     assert not text, f"{path.name}: figures shown as text: {text}"
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    partial = EXECUTED / f".{path.name}.partial"
+    nbformat.write(book, partial)
+    partial.replace(EXECUTED / path.name)  # whole or not at all: the docs build takes any copy it finds
