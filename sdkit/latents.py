@@ -8,7 +8,10 @@ stored in the model's space (already multiplied by the VAE's scale factor); only
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -28,6 +31,10 @@ class LatentSpace:
     shift: float = 0.0
     rgb_factors: RGBFactors | None = None
     rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.rgb_factors is not None:
+            checked_rgb_factors(self.rgb_factors, self.rgb_bias, self.channels)
 
     def describe(self) -> str:
         return f"{self.family} ({self.channels} ch, /{self.factor}, scale {self.scale:g})"
@@ -52,6 +59,26 @@ SDXL_RGB_FACTORS: RGBFactors = (
     (-0.3165, -0.2492, -0.2188),
 )
 SDXL_RGB_BIAS = (0.1084, -0.0175, -0.0011)
+
+
+def checked_rgb_factors(
+    factors: Any, bias: Any, channels: int, name: str = "rgb_factors", bias_name: str = "rgb_bias"
+) -> tuple[RGBFactors, tuple[float, float, float]]:
+    """Preview factors read from a config (lists) as tuples: ``channels`` rows of 3 finite numbers and 3 biases."""
+
+    def triple(row: Any) -> tuple[float, float, float] | None:
+        ok = isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 3
+        ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in row)
+        return (float(row[0]), float(row[1]), float(row[2])) if ok else None
+
+    rows = [triple(r) for r in factors] if isinstance(factors, Sequence) and not isinstance(factors, str) else []
+    checked = tuple(r for r in rows if r is not None)
+    if len(checked) != channels or len(rows) != channels:
+        raise ValueError(f"{name} must be {channels} rows of 3 finite numbers, got {factors!r}")
+    checked_bias = triple(bias)
+    if checked_bias is None:
+        raise ValueError(f"{bias_name} must be 3 finite numbers (R, G, B), got {bias!r}")
+    return checked, checked_bias
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Latents -> RGB, three ways, from cheapest to truest:
 
 - ``"linear"``: a 4x3 matrix per pixel (``LatentSpace.rgb_factors``, via ``Latents.preview``), O(latent) math
-  at latent resolution, good enough to watch a sampler step by step;
+  at latent resolution, good enough to watch a sampler step by step (SD/SDXL: published factors; the embedded
+  model: factors fitted to its VAE, ``sdkit.models.shapes.rgb_factors``; none known: false colour);
 - ``TinyDecoder``: the TAESD architecture (Ollin Boer Bohan's "Tiny AutoEncoder for Stable Diffusion",
   github.com/madebyollin/taesd), a ~1M-parameter decoder that approximates the VAE at full resolution; its
   weights are not bundled: load a published ``taesd_decoder`` state dict with

@@ -13,15 +13,26 @@ from typing import Any
 import torch
 
 from sdkit.image import Image
-from sdkit.latents import SD_RGB_FACTORS, SDXL_RGB_BIAS, SDXL_RGB_FACTORS, Latents, LatentSpace
+from sdkit.latents import SD_RGB_FACTORS, SDXL_RGB_BIAS, SDXL_RGB_FACTORS, Latents, LatentSpace, checked_rgb_factors
+from sdkit.quiet import to_device
+
+# Preview factors fitted for one VAE's weights travel in its config.json (the embedded model's, written by
+# ``python -m sdkit.models.shapes.rgb_factors``); diffusers keeps "_" keys in ``model.config`` and ignores them.
+RGB_FACTORS_KEY, RGB_BIAS_KEY = "_sdkit_latent_rgb_factors", "_sdkit_latent_rgb_bias"
 
 
 def latent_space_from_config(config: Any, family: str) -> LatentSpace:
-    """Read a diffusers ``AutoencoderKL`` config into a ``LatentSpace``; preview factors by family."""
+    """Read a diffusers ``AutoencoderKL`` config into a ``LatentSpace``; preview factors from the config when it
+    carries fitted ones, else by family."""
     factor = 2 ** (len(config.block_out_channels) - 1)
     shift = getattr(config, "shift_factor", None) or 0.0
     rgb, bias = None, (0.0, 0.0, 0.0)
-    if config.latent_channels == 4 and family in ("sd1", "sd2"):
+    if getattr(config, RGB_FACTORS_KEY, None) is not None:
+        rgb, bias = checked_rgb_factors(
+            getattr(config, RGB_FACTORS_KEY), getattr(config, RGB_BIAS_KEY, bias), int(config.latent_channels),
+            f"vae config {RGB_FACTORS_KEY}", f"vae config {RGB_BIAS_KEY}",
+        )  # fmt: skip
+    elif config.latent_channels == 4 and family in ("sd1", "sd2"):
         rgb = SD_RGB_FACTORS
     elif config.latent_channels == 4 and family == "sdxl":
         rgb, bias = SDXL_RGB_FACTORS, SDXL_RGB_BIAS
@@ -113,8 +124,8 @@ class VAE:
 
     def _decode_float32(self, z: torch.Tensor) -> torch.Tensor:
         original = self.dtype
-        self.model.to(torch.float32)
+        to_device(self.model, dtype=torch.float32)
         try:
             return self.model.decode(z.to(device=self.device, dtype=torch.float32)).sample
         finally:
-            self.model.to(original)
+            to_device(self.model, dtype=original)

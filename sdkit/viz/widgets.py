@@ -3,6 +3,9 @@
 ``static``) that work and are tested without any widget frontend; the widgets are built only when displayed
 (``.widget``), and creating them headless (nbclient, CI) is harmless: they simply show nothing.
 
+The explorer shows a grey placeholder of the output size until its first run, and every image at a fixed size
+in px: small outputs enlarged by an integer factor, nearest-neighbour (64 px -> 256 px), with the caption under it.
+
 Samplers go by the names users know: A1111 display names ("DPM++ 2M Karras", "Euler a"), sdkit's snake_case
 names, or a sampler function; a name's schedule ("Karras", or A1111's "Automatic" one for a bare display name)
 is used exactly as ``Kit.generate`` uses it (``sdkit.samplers.names``).
@@ -34,13 +37,43 @@ class ProgressTrace(Trace):
         self.callback(len(self.steps))
 
 
-def _png(image: PILImage.Image, min_size: int = 256) -> bytes:
-    if max(image.size) < min_size:  # enlarge small model outputs so that they can be seen
-        k = min_size // max(image.size)
+DISPLAY_PX = 256  # small outputs are enlarged by an integer factor to about this size: 64 px -> 256 px
+MAX_DISPLAY_PX = 512  # larger outputs are shown at most this wide and high (the browser shrinks them)
+
+
+def display_size(width: int, height: int) -> tuple[int, int]:
+    """On-screen size of a ``width x height`` output: a small one enlarged by the integer factor
+    ``display_scale`` (pixels stay sharp squares), a large one shrunk to fit ``MAX_DISPLAY_PX``."""
+    k = display_scale(width, height)
+    shrink = min(1.0, MAX_DISPLAY_PX / (k * max(width, height)))
+    return round(width * k * shrink), round(height * k * shrink)
+
+
+def display_scale(width: int, height: int) -> int:
+    return max(1, DISPLAY_PX // max(width, height))
+
+
+def _png(image: PILImage.Image) -> bytes:
+    """``image`` as PNG bytes, nearest-neighbour enlarged by ``display_scale`` (the browser would blur it)."""
+    k = display_scale(*image.size)
+    if k > 1:
         image = image.resize((image.width * k, image.height * k), PILImage.Resampling.NEAREST)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def placeholder(width: int, height: int, text: str = "press Generate") -> PILImage.Image:
+    """What the explorer shows before its first run: a grey ``width x height`` image with ``text`` on it, drawn
+    at display size (``display_scale``) so that it stays readable."""
+    from PIL import ImageDraw, ImageFont
+
+    k = display_scale(width, height)
+    image = PILImage.new("RGB", (width * k, height * k), (200, 200, 200))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(10, min(image.size) // 10))
+    draw.text((image.width / 2, image.height / 2), text, fill=(90, 90, 90), font=font, anchor="mm")
+    return image
 
 
 def sampler_setting(
@@ -197,15 +230,26 @@ class Explorer(_WidgetView):
         button = w.Button(description="Generate", button_style="primary")
         bar = w.IntProgress(value=0, min=0, max=s.steps, description="steps")
         slider = w.IntSlider(value=0, min=0, max=0, description="step", disabled=True)
-        picture = w.Image(format="png")
-        caption = w.Label()
+        # An explicit size in px: left to itself the front end stretches the image to the page width and pushes
+        # the caption off-screen. Until the first run: a grey placeholder of the output size.
+        size = (s.width or self.kit.defaults.width, s.height or self.kit.defaults.height)
+        picture = w.Image(value=_png(placeholder(*size)), format="png", layout=w.Layout(object_fit="contain"))
+        caption = w.Label(value="press Generate, then drag the step slider to see each step")
+
+        def fit(width: int, height: int) -> None:
+            shown = display_size(width, height)
+            picture.layout.width, picture.layout.height = f"{shown[0]}px", f"{shown[1]}px"
 
         def show(change: Any = None) -> None:
             i = slider.value
             last = i >= len(self.generation.trace)
-            picture.value = _png(self.frame(None if last else i))
+            image = self.frame(None if last else i)
+            fit(*image.size)
+            picture.value = _png(image)
             sigma = "final image" if last else f"x0 estimate at sigma {self.generation.trace[i].sigma:.3g}"
             caption.value = f"step {i}: {sigma}"
+
+        fit(*size)
 
         def generate(_: Any) -> None:
             bar.max, bar.value = steps.value, 0
@@ -222,8 +266,9 @@ class Explorer(_WidgetView):
         button.on_click(generate)
         slider.observe(show, names="value")
         self.controls = dict(
-            prompt=prompt, seed=seed, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg, generate=button
-        )
+            prompt=prompt, seed=seed, sampler=sampler, schedule=schedule, steps=steps, cfg=cfg, generate=button,
+            step=slider, picture=picture, caption=caption,
+        )  # fmt: skip
         controls = w.VBox([prompt, w.HBox([seed, sampler, schedule]), w.HBox([steps, cfg]), w.HBox([button, bar])])
         return w.VBox([controls, slider, picture, caption])
 

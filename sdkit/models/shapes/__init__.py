@@ -4,6 +4,7 @@ synthetic world of coloured shapes and stick figures, so everything in sdkit run
 - ``world``: scenes, rendering, depth maps, OpenPose keypoints; ``captions``: the prompt grammar
 - ``architecture``: the tiny component configs; ``train``: the three training stages; ``export``: the
   diffusers-format folder; ``evaluate``: does an image show what its prompt asked for?
+- ``rgb_factors``: the VAE's linear latent -> RGB preview factors, fitted on world scenes
 
 Importing this package does no work.
 """

@@ -13,6 +13,8 @@
 #     --warmup 100" bash sdkit/models/shapes/gpu_train.sh
 # The tokenizer needs open-clip, which the GPU image lacks, so add it afterwards, on this machine:
 #   python -m sdkit.models.shapes.export --add-tokenizer DEST/model
+# and, when the VAE was retrained, refit its linear preview factors (a frozen VAE keeps them):
+#   python -m sdkit.models.shapes.rgb_factors --folder DEST/model
 set -u
 OUT=${OUT:-runs/gpu}
 BUDGET=${BUDGET:-465}  # seconds of training + evaluation + export; Python start and packing come on top
