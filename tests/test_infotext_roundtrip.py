@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 
 import numpy as np
@@ -26,7 +27,7 @@ from sdkit.text.prompt_syntax import prompt_schedule
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXT_EXAMPLES = 600
-PIXEL_EXAMPLES = 150
+PIXEL_EXAMPLES = int(os.environ.get("ROUNDTRIP_EXAMPLES", "150"))  # the README figure: ROUNDTRIP_EXAMPLES=500
 
 CHARS = st.characters(codec="utf-8", exclude_categories=("Cs",))  # anything a PNG's UTF-8 text chunk holds
 TRICKY = st.sampled_from(
