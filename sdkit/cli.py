@@ -1,12 +1,14 @@
 """The command line: ``sdkit generate PROMPT ... -o out.png`` and ``sdkit info out.png``.
 
 Bad arguments end the program with one line naming the parameter (exit status 2), before anything is loaded
-or written.
+or written, and before torch is imported: ``--help`` and argument errors answer at once (the checks use only the
+torch-free ``sdkit.limits`` and ``sdkit.names``; ``tests/test_cli_startup.py`` keeps it so).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         default="out.png",
         help="output .png/.jpg/.webp (index added for batches)",
     )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: OMP_NUM_THREADS if set, else half the CPUs, from 1 to 4; on a busy "
+        "2-core machine one image took 11-14 s with 1 thread and 27-28 s with torch's default of 2)",
+    )
     i = sub.add_parser("info", help="print the generation parameters stored in a PNG")
     i.add_argument("image")
     return p
@@ -62,16 +71,14 @@ def _quiet_libraries() -> None:
 
 def _precheck(args: argparse.Namespace) -> None:
     """Checks that need no model (the same ones ``Kit.parameters`` makes), so a typo fails before seconds of
-    loading and before any output path is worked out."""
-    from sdkit.limits import check_area, check_batch_size, check_number, check_size, check_steps
-    from sdkit.noise import check_seed
-    from sdkit.samplers import SAMPLERS
-    from sdkit.samplers.names import resolve
-    from sdkit.schedules import SCHEDULES
+    loading and before any output path is worked out. They import no torch (see the module doc)."""
+    from sdkit.limits import MAX_STEPS, check_area, check_batch_size, check_int, check_number, check_size, check_steps
+    from sdkit.names import SCHEDULE_NAMES, resolve, schedule_key
 
     if not args.prompt.strip():
         raise ValueError(f"prompt must not be empty, got {args.prompt!r}")
-    check_seed(args.seed)
+    if not -1 <= args.seed < 2**64:  # sdkit.noise.check_seed's range
+        raise ValueError(f"--seed must be in [0, 2^64) or -1 for random, got {args.seed}")
     if args.steps is not None:
         check_steps(args.steps)
     if args.cfg is not None:
@@ -81,16 +88,26 @@ def _precheck(args: argparse.Namespace) -> None:
         8 if v is None else check_size(f"--{k}", v, 8) for k, v in (("width", args.width), ("height", args.height))
     )
     check_area(width, height, batch_size)
-    if args.sampler is not None and args.sampler.strip().lower() not in SAMPLERS:
+    if args.sampler is not None:
         resolve(args.sampler)  # raises, listing the valid names
-    if args.schedule is not None and args.schedule.strip().lower().replace(" ", "_").replace("-", "_") not in SCHEDULES:
-        raise ValueError(f"--schedule: unknown schedule {args.schedule!r}; valid names: {', '.join(SCHEDULES)}")
+    if args.schedule is not None and schedule_key(args.schedule) not in SCHEDULE_NAMES:
+        raise ValueError(f"--schedule: unknown schedule {args.schedule!r}; valid names: {', '.join(SCHEDULE_NAMES)}")
+    check_int("--clip-skip", args.clip_skip)
+    # the hires fix's bounds (sdkit.hires.HiresFix checks them again, after loading)
+    if args.hires_scale is not None and check_number("--hires-scale", args.hires_scale) <= 0:
+        raise ValueError(f"--hires-scale must be a number > 0, got {args.hires_scale}")
+    if args.hires_steps is not None:
+        check_int("--hires-steps", args.hires_steps, minimum=0, maximum=MAX_STEPS, bound="MAX_STEPS")
+    if args.hires_strength is not None:
+        check_number("--hires-strength", args.hires_strength, minimum=0.0, maximum=1.0)
+    if args.hires_upscaler is not None and not args.hires_upscaler.strip():
+        raise ValueError(f"--hires-upscaler must be a non-empty name, got {args.hires_upscaler!r}")
+    if args.threads is not None:  # more threads than CPUs only wait on each other
+        check_int("--threads", args.threads, maximum=os.cpu_count() or 1)
 
 
 def _hires(args: argparse.Namespace) -> dict[str, object] | None:
-    """The hires fix options given (any of them turns it on), checked; None without them."""
-    from sdkit.hires import HiresFix
-
+    """The hires fix options given (any of them turns it on); None without them. ``_precheck`` checked them."""
     options = {
         "scale": args.hires_scale,
         "steps": args.hires_steps,
@@ -98,19 +115,34 @@ def _hires(args: argparse.Namespace) -> dict[str, object] | None:
         "upscaler": args.hires_upscaler,
     }
     given = {k: v for k, v in options.items() if v is not None}
-    if not given:
-        return None
-    HiresFix(**given)  # type: ignore[arg-type]  # raises naming the option
-    return given
+    return given or None
+
+
+def _default_threads() -> int:
+    """torch's CPU threads when neither ``--threads`` nor OMP_NUM_THREADS says: half the CPUs, 1 to 4.
+
+    Measured with ``bench/cli_threads.py`` on a shared 2-core machine (load average 5-7): ``sdkit generate "a red
+    circle" --steps 20`` took a median 11.5-14.1 s with 1 thread and 27.0-27.8 s with torch's default of 2;
+    ``Kit.generate`` alone 0.56-0.57 s against 5.7-9.5 s. Threads that share cores with other work wait on each
+    other at every operation, and the embedded model's operations are too small to gain from splitting. Half the
+    CPUs leaves the other half to the rest of the machine; the cap of 4 is a guess (nothing above 2 cores was
+    measured), so pass ``--threads`` on a large idle machine."""
+    return min(4, max(1, (os.cpu_count() or 1) // 2))
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """``--threads``, else OMP_NUM_THREADS (torch follows it by itself), else ``_default_threads()``."""
+    if args.threads is None and os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    torch.set_num_threads(args.threads or _default_threads())
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import sdkit
-    from sdkit.limits import check_int
-    from sdkit.loading import IMAGE_FORMATS
+    from sdkit.names import IMAGE_FORMATS
 
     _precheck(args)
-    check_int("--clip-skip", args.clip_skip)
     hires = _hires(args)
     outputs = _outputs(Path(args.output), args.batch_size)
     for out in outputs:
@@ -120,6 +152,9 @@ def _generate(args: argparse.Namespace) -> int:
             raise ValueError(f"--output {out} exists; pass --overwrite to replace it")
         if not out.parent.is_dir():
             raise ValueError(f"--output folder {out.parent} does not exist")
+    import sdkit
+
+    _set_threads(args)
     _quiet_libraries()
     kit = sdkit.load(args.model, allow_pickle=args.allow_pickle)
     kwargs = dict(

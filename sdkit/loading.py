@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import torch
 
 from sdkit.limits import MAX_STEPS, check_bool, check_int, check_number, check_size
+from sdkit.names import IMAGE_FORMATS  # in a torch-free module, so the CLI checks -o before importing torch
+from sdkit.quiet import quiet_libraries, to_device
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -477,15 +479,16 @@ def load(
     kind, path = resolve_source(source)
     if kind == "hub":
         path = hub_snapshot(source)
-    if kind == "file":
-        from sdkit.single_file import load_single_file
+    with quiet_libraries():  # transformers' "Loading weights" bar, diffusers' float32 note (sdkit.quiet)
+        if kind == "file":
+            from sdkit.single_file import load_single_file
 
-        parts = load_single_file(path, allow_pickle=allow_pickle, config=config)
-    else:
-        parts = load_components(path, allow_pickle=allow_pickle)
-    name = source if kind != "folder" else path.name
-    bad = _report_non_finite(parts, repr(source))
-    kit = Kit.from_components(parts, family=detect_family(parts), name=name, device=device, dtype=dtype)
+            parts = load_single_file(path, allow_pickle=allow_pickle, config=config)
+        else:
+            parts = load_components(path, allow_pickle=allow_pickle)
+        name = source if kind != "folder" else path.name
+        bad = _report_non_finite(parts, repr(source))
+        kit = Kit.from_components(parts, family=detect_family(parts), name=name, device=device, dtype=dtype)
     if bad:
         kit.info["non_finite_weights"] = bad
     return kit
@@ -515,20 +518,20 @@ def load_vae(source: str, family: str = "sd1", device: Any = None, dtype: torch.
     kind, path = resolve_source(source)
     if kind == "hub":
         path = hub_snapshot(source)
-    if kind == "file":
-        from sdkit.single_file import load_single_file_vae
+    with quiet_libraries():
+        if kind == "file":
+            from sdkit.single_file import load_single_file_vae
 
-        model = load_single_file_vae(path)
-    else:
-        folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
-        model = from_pretrained(AutoencoderKL, folder, use_safetensors=check_weights_folder(folder))
+            model = load_single_file_vae(path)
+        else:
+            folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+            model = from_pretrained(AutoencoderKL, folder, use_safetensors=check_weights_folder(folder))
     _report_non_finite({"vae": model}, repr(source))
-    model = model.to(device=device, dtype=dtype or torch.float32).eval()
+    model = to_device(model, device, dtype or torch.float32).eval()
     return VAE.from_diffusers(model, family)
 
 
 # ------------------------------------------------------------------------------------------- images
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 EXIF_IFD, USER_COMMENT = 0x8769, 0x9286  # EXIF tags: the Exif sub-IFD pointer, and UserComment within it
 UNICODE_PREFIX = b"UNICODE\0"  # EXIF's character-code prefix of a UTF-16 UserComment
 
@@ -729,7 +732,7 @@ def load_controlnet_model(source: str, *, allow_pickle: bool = False, config: st
     if kind == "file":
         check_weights_file(path, allow_pickle=allow_pickle)  # the refusal, or the unreadable/non-float error
         try:
-            with named_for_diffusers(path) as named:
+            with named_for_diffusers(path) as named, quiet_libraries():
                 model = ControlNetModel.from_single_file(str(named), config=config, local_files_only=config is not None)
         except Exception as e:
             raise ModelLoadError(f"controlnet: could not convert {path} ({error_line(e)})") from None
@@ -738,7 +741,8 @@ def load_controlnet_model(source: str, *, allow_pickle: bool = False, config: st
         if not (folder / "config.json").is_file():
             raise ModelLoadError(f"controlnet: {folder} has no config.json (not a diffusers ControlNet folder)")
         safe = check_weights_folder(folder, allow_pickle=allow_pickle)
-        model = from_pretrained(ControlNetModel, folder, use_safetensors=safe)
+        with quiet_libraries():
+            model = from_pretrained(ControlNetModel, folder, use_safetensors=safe)
     _report_non_finite({"controlnet": model}, repr(source))
     return model
 

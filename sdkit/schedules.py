@@ -11,7 +11,8 @@ A schedule is data (print it, plot it with ``sdkit.viz.plot_schedules``, slice i
   tables. These return float64 (the model's table is float64).
 
 ``make_sigmas(schedule, steps, model, family)`` is the single entry point (float32 out), ``SCHEDULES``
-the registry behind it, ``validate_sigmas`` the check for schedules passed by hand.
+the registry behind it (its names, torch-free, are ``sdkit.names.SCHEDULE_NAMES``), ``validate_sigmas`` the check
+for schedules passed by hand.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from sdkit.denoisers import DiscreteSchedule
+from sdkit.names import schedule_key
 
 
 def _check_steps(n: int) -> int:
@@ -261,7 +263,7 @@ def make_sigmas(
         return validate_sigmas(schedule).float()
     if not isinstance(schedule, str):
         raise TypeError(f"schedule must be a name or a 1-D tensor of sigmas, got {type(schedule).__name__}")
-    key = schedule.strip().lower().replace(" ", "_").replace("-", "_")
+    key = schedule_key(schedule)
     if key not in SCHEDULES:
         raise ValueError(
             f"unknown schedule {schedule!r}; valid names: {', '.join(SCHEDULES)} (or pass a 1-D tensor of sigmas)"

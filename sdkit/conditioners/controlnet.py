@@ -24,6 +24,7 @@ from sdkit.conditioners.image_input import Size, check_batch, to_image
 from sdkit.denoisers import DiscreteDenoiser
 from sdkit.image import Image
 from sdkit.limits import check_number
+from sdkit.quiet import to_device
 from sdkit.types import TextConditioning
 
 
@@ -203,4 +204,4 @@ def load_controlnet(
     from sdkit.loading import load_controlnet_model
 
     model = load_controlnet_model(source, allow_pickle=allow_pickle, config=config)
-    return model.to(device=device or "cpu", dtype=dtype or torch.float32).eval().requires_grad_(False)
+    return to_device(model, device or "cpu", dtype or torch.float32).eval().requires_grad_(False)
