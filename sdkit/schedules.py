@@ -27,13 +27,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from sdkit.denoisers import DiscreteSchedule
+from sdkit.limits import check_steps
 from sdkit.names import schedule_key
 
 
 def _check_steps(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"steps must be a positive int, got {n!r}")
-    return int(n)
+    """A step count in [1, ``sdkit.limits.MAX_STEPS``] (a schedule of 10^7 steps would take gigabytes)."""
+    return check_steps(n)
 
 
 def _check_range(sigma_min: float, sigma_max: float) -> tuple[float, float]:

@@ -342,3 +342,21 @@ def test_cli_generate(tiny_sd1_folder, tmp_path_factory, pairs, prompt) -> None:
             continue
         argv += [flag, str(out / value) if flag == "-o" else value]
     run_case("cli generate", lambda: _cli(argv))
+
+
+# ------------------------------------------------------------------------------------------------ found by the long run
+def test_a_tokenizer_that_outgrows_its_text_encoder_is_refused_at_load(tiny_sd1_folder, tmp_path):
+    """``bos_token: "00"`` made the tokenizer add an id the text encoder cannot embed: an IndexError at the first
+    generate. It is now refused when the kit is built, naming both parts."""
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_sd1_folder, folder)
+    config = folder / "tokenizer" / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "bos_token": "00"}))
+    with pytest.raises(ValueError, match=r"tokenizer: its ids reach .* text_encoder embeds only"):
+        sdkit.load(str(folder))
+
+
+def test_a_schedule_of_ten_million_steps_is_refused_before_it_is_built(tiny_sd1_kit):
+    """``make_sigmas("karras", 10**7, ...)`` grew memory by 6 GiB; steps are bounded by ``sdkit.limits.MAX_STEPS``."""
+    with pytest.raises(ValueError, match="MAX_STEPS"):
+        make_sigmas("karras", 10**7, tiny_sd1_kit.denoiser.schedule)

@@ -44,6 +44,15 @@ class PromptEncoder:
     ) -> None:
         if not tokenizers or len(tokenizers) != len(encoders):
             raise ValueError(f"need one tokenizer per encoder, got {len(tokenizers)} and {len(encoders)}")
+        for k, (tok, enc) in enumerate(zip(tokenizers, encoders, strict=True)):
+            rows = _embedding_rows(enc.model)
+            ids = (tok.bos_id, tok.eos_id, tok.pad_id, tok.vocab_size - 1)
+            if rows is not None and max(ids) >= rows:  # else: IndexError deep inside the first encode
+                raise ValueError(
+                    f"tokenizer{'_2' if k else ''}: its ids reach {max(ids)} (vocabulary {tok.vocab_size}, special "
+                    f"tokens {ids[:3]}) but text_encoder{'_2' if k else ''} embeds only {rows} tokens; the two do "
+                    "not belong together"
+                )
         self.family = family
         self.tokenizers = list(tokenizers)
         self.encoders = list(encoders)
@@ -149,3 +158,9 @@ class PromptEncoder:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+
+def _embedding_rows(model: Any) -> int | None:
+    """How many token ids a transformers text model embeds (None when it does not say)."""
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    return getattr(embeddings, "num_embeddings", None)

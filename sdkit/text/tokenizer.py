@@ -18,6 +18,9 @@ the BPE merges (the ``tokenizers`` library, fast).
 Padding differs by family: SD1's tokenizer pads with ``<|endoftext|>`` (49407), SD2's and SDXL's second
 (OpenCLIP) tokenizer with ``!`` (id 0). The ids come from the real vocabulary, built offline
 (``sdkit.text.vocabulary``); ``ClipTokenizer.from_hf`` wraps the tokenizer that a model folder brings.
+
+``Tokens`` show themselves: ``eos_positions`` and the HTML table ``tokens_table`` live with the record in
+``sdkit.types``, ``clean_piece`` (a vocabulary string as text) in ``sdkit.text.vocabulary``; all import from here too.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from typing import Any
 import torch
 
 from sdkit.text.prompt_syntax import parse_weights
-from sdkit.types import Tokens
+from sdkit.text.vocabulary import clean_piece as clean_piece
+from sdkit.types import Tokens, eos_positions
+from sdkit.types import tokens_table as tokens_table
 
 CHUNK_TOKENS = 75  # prompt tokens per chunk; +BOS +EOS = CLIP's 77 positions
 
@@ -130,6 +135,11 @@ class ClipTokenizer:
         comma = self._backend.token_to_id(",</w>")
         self.comma_id = -1 if comma is None else int(comma)
         self._comma_backtrack = 0
+
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids the BPE vocabulary has (ids ``0 .. vocab_size - 1``)."""
+        return int(self._backend.get_vocab_size())
 
     @property
     def comma_backtrack(self) -> int:
@@ -238,13 +248,6 @@ def clip_tokenizers(family: str) -> list[ClipTokenizer]:
 
 
 # ------------------------------------------------------------------------------------------------ chunks
-def eos_positions(tokens: Tokens) -> list[int]:
-    """Position of the EOS token in each chunk: the first non-word position after BOS."""
-    if not tokens.words:
-        raise ValueError("these Tokens carry no word indices; cannot locate EOS")
-    return [next(k for k in range(1, len(w)) if w[k] < 0) for w in tokens.words]
-
-
 def attention_mask(tokens: Tokens) -> torch.Tensor:
     """``[chunks, n]`` mask: 1 for BOS, the prompt tokens and EOS, 0 for padding (as HF tokenizers do)."""
     positions = torch.arange(tokens.ids.shape[1])
@@ -285,56 +288,4 @@ def pad_chunks(tokens: Tokens, n: int) -> Tokens:
         words=tokens.words + ((-1,) * n_pos,) * missing,
         text=tokens.text,
         pad_id=tokens.pad_id,
-    )
-
-
-# ---------------------------------------------------------------------------------------------- display
-def clean_piece(piece: str) -> str:
-    """A vocabulary string made readable: ``'cat</w>'`` -> ``'cat'``, byte symbols back to text where they
-    form whole UTF-8 characters (``'ðŁĲ±</w>'`` -> ``'🐱'``); special tokens stay as they are."""
-    text = piece[: -len("</w>")] if piece.endswith("</w>") else piece
-    if text.startswith("<|"):
-        return text
-    decoder = _byte_decoder()
-    try:
-        return bytes(decoder[ch] for ch in text).decode("utf-8") if all(ch in decoder for ch in text) else text
-    except UnicodeDecodeError:  # part of a multi-byte character: show the byte symbols
-        return text
-
-
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    from sdkit.text.vocabulary import _bytes_to_unicode
-
-    return {ch: b for b, ch in _bytes_to_unicode().items()}
-
-
-def tokens_table(tokens: Tokens, show_padding: int = 2) -> str:
-    """HTML view of ``Tokens`` for notebooks (what ``Tokens._repr_html_`` shows): one row per chunk, one
-    cell per token (piece, id, weight when not 1), cells of the same word share a colour, and padding
-    is summarised after ``show_padding`` cells."""
-    palette = ("#dbeafe", "#fde68a", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa")
-    rows = []
-    for c in range(tokens.chunks):
-        ids = tokens.ids[c].tolist()
-        weights = tokens.weights[c].tolist()
-        words = tokens.words[c] if tokens.words else (-1,) * len(ids)
-        end = eos_positions(tokens)[c] + 1 if tokens.words else len(ids)
-        cells = []
-        for k in range(min(len(ids), end + show_padding)):
-            colour = "#e5e7eb" if words[k] < 0 else palette[words[k] % len(palette)]
-            weight = "" if weights[k] == 1.0 else f"<br><b>x{weights[k]:.3g}</b>"
-            piece = html.escape(clean_piece(tokens.pieces[c][k]))
-            cells.append(
-                f'<td style="background:{colour};padding:2px 4px;text-align:center" title="position {k}, '
-                f'word {words[k]}">{piece}<br><small>{ids[k]}</small>{weight}</td>'
-            )
-        if len(ids) > end + show_padding:
-            cells.append(f"<td><small>+{len(ids) - end - show_padding} padding ({tokens.pad_id})</small></td>")
-        rows.append(f"<tr><th>chunk {c}</th>{''.join(cells)}</tr>")
-    title = html.escape(tokens.text if len(tokens.text) < 200 else tokens.text[:200] + "...")
-    return (
-        f"<div><small>Tokens: {tokens.chunks} chunk(s) x {tokens.ids.shape[1]} &mdash; {title!s}</small>"
-        '<table style="border-collapse:collapse;font-family:monospace;font-size:11px">'
-        f"{''.join(rows)}</table></div>"
     )
