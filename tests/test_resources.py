@@ -161,7 +161,7 @@ def test_every_saved_image_carries_its_parameters(tiny_sd1_kit, tmp_path):
 
     gen = tiny_sd1_kit.generate("a cat", batch_size=2, **SMALL)
     saved = [Path(gen.save(str(tmp_path / f"{k}.png"), index=k)) for k in range(2)]
-    for path in saved:
+    for k, path in enumerate(saved):  # each image its own seed, as A1111 writes it
         params = metadata.read(path)
-        assert params["prompt"] == "a cat" and params["seed"] == 21 and params["batch_size"] == 2
+        assert params["prompt"] == "a cat" and params["seed"] == 21 + k and params["batch_size"] == 2
     assert sorted(os.listdir(tmp_path)) == ["0.png", "1.png"]
