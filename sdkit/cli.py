@@ -1,4 +1,4 @@
-"""The command line: ``sdkit generate PROMPT ... -o out.png`` and ``sdkit info out.png``.
+"""The command line: ``sdkit generate PROMPT ... -o out.png``, ``sdkit info out.png`` and ``sdkit sweep sweep.toml``.
 
 Bad arguments end the program with one line naming the parameter (exit status 2), before anything is loaded
 or written, and before torch is imported: ``--help`` and argument errors answer at once (the checks use only the
@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     i = sub.add_parser("info", help="print the generation parameters stored in a PNG")
     i.add_argument("image")
+    s = sub.add_parser(
+        "sweep",
+        help="render a parameter grid from a .json/.toml file (sdkit.distributed.config); under torchrun, over all "
+        "its processes; rerun to resume",
+    )
+    s.add_argument("config")
+    s.add_argument("--output", "-o", default=None, help="output folder (default: the file's out, or its name)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch per process (as for generate)")
     return p
 
 
@@ -179,16 +187,37 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from sdkit.loading import read_image_parameters
+    from sdkit.image_files import read_image_parameters  # PIL only: no torch, no model libraries
 
     print(read_image_parameters(Path(args.image)))  # PNG, JPEG or WebP; a missing or damaged file: one ValueError
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from sdkit.distributed.config import load_config  # torch-free: a bad file is reported before torch loads
+    from sdkit.limits import check_int
+
+    config = load_config(args.config)
+    out = Path(str(args.output or config.out))
+    if not out.parent.is_dir():
+        raise ValueError(f"--output folder {out.parent} does not exist")
+    if args.threads is not None:
+        check_int("--threads", args.threads, maximum=os.cpu_count() or 1)
+    from sdkit.distributed.sweep import run_config
+
+    _set_threads(args)
+    _quiet_libraries()
+    result = run_config(config, out=out)
+    if result is not None:  # rank 0
+        print(result.folder / "table.csv")
+        print(f"{result.rendered} cells rendered, {result.skipped} already done", file=sys.stderr)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _generate(args) if args.command == "generate" else _info(args)
+        return {"generate": _generate, "info": _info, "sweep": _sweep}[args.command](args)
     except (ValueError, TypeError, OSError, NotImplementedError) as e:  # OSError: a full disk, a read-only folder
         print(f"sdkit {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,14 @@ FAMILIES: dict[str, FamilyDefaults] = {
 }
 
 
-def defaults_for(family: str, *, v_prediction: bool = False) -> FamilyDefaults:
-    """Family defaults; SD 2.x epsilon models (the 512 "base") default to 512 instead of 768."""
+def defaults_for(family: str, *, v_prediction: bool = False, config: Mapping[str, Any] | None = None) -> FamilyDefaults:
+    """Family defaults; SD 2.x epsilon models (the 512 "base") default to 512 instead of 768. The embedded model's
+    ``sdkit.json`` (``config``) sets its own ``default_size``, ``default_steps`` and ``default_cfg``."""
     d = FAMILIES[family]
     if family == "sd2" and not v_prediction:
         return FamilyDefaults("sd2", 512, 512, d.steps, d.cfg, d.sampler, d.schedule, d.description)
+    if family == "shapes" and config:
+        size = config.get("default_size", d.width), config.get("default_size", d.height)
+        steps, cfg = config.get("default_steps", d.steps), config.get("default_cfg", d.cfg)
+        return FamilyDefaults("shapes", *size, steps, cfg, d.sampler, d.schedule, d.description)
     return d

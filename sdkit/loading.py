@@ -1,51 +1,58 @@
-"""All of sdkit's I/O: loading models (embedded, diffusers folders, hub ids, single files), reading and
-writing images with their parameters. Nothing else in sdkit opens files or the network.
+"""Loading models: the embedded model, diffusers folders, hub ids and single-file checkpoints into a ``Kit``; a VAE,
+ControlNets and the MiDaS depth annotator on their own; tensors (traces) to and from safetensors.
 
-Formats are recognised by their bytes, never by the extension: a safetensors header (length, JSON object, offsets
-that fit the file) comes first, as reading one never runs code; then pickles (``.ckpt``/``.pt``/``.bin``, plain or
-inside a zip), which can run code when unpickled, so they are refused unless the caller opts in, and then loaded
-with ``weights_only=True`` passed explicitly (torch then ignores ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``). Diffusers
-folders get the same rule (``check_weights_folder``): a component whose weights are pickles is refused without the
-opt-in, and with it each pickle is first read weights-only by sdkit, so a payload is refused before diffusers or
-transformers open the file. Annotators (MiDaS) load through ``read_state_dict`` too.
+Every file is checked before a library opens it (``sdkit.model_files``: formats by their bytes, pickles refused
+unless the caller opts in, JSON configs, floating-point weights); each refusal is one ``ModelLoadError`` line naming
+the file and the field. Loaded weights that are not finite are reported (a warning naming the component).
 
-Everything a model is made of is checked when it is loaded, each refusal one ``ModelLoadError`` line naming the
-file and the field: JSON configs (``model_index.json``, ``scheduler_config.json``, ``sdkit.json``), weights that
-are not floating point or lack tensors the config needs. Loaded weights that are not finite are reported (a
-warning naming the component).
-
-Images are saved in the format their suffix names (PNG, JPEG, WebP) with their infotext where A1111 puts it,
-exclusively unless ``overwrite=True``, and read back from sdkit's and A1111's files.
+Image files (saving with infotext, reading it back) are ``sdkit.image_files``; their names are also importable from
+here, as are those of ``sdkit.model_files``, where they lived before.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import struct
-import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sdkit.limits import MAX_STEPS, check_bool, check_int, check_number, check_size
-from sdkit.names import IMAGE_FORMATS  # in a torch-free module, so the CLI checks -o before importing torch
+from sdkit.errors import ModelLoadError as ModelLoadError
+from sdkit.errors import error_line as error_line
+from sdkit.image_files import EXIF_IFD as EXIF_IFD
+from sdkit.image_files import UNICODE_PREFIX as UNICODE_PREFIX
+from sdkit.image_files import USER_COMMENT as USER_COMMENT
+from sdkit.image_files import encode_image as encode_image
+from sdkit.image_files import exif_user_comment as exif_user_comment
+from sdkit.image_files import open_image as open_image
+from sdkit.image_files import read_image_parameters as read_image_parameters
+from sdkit.image_files import read_png_parameters as read_png_parameters
+from sdkit.image_files import read_user_comment as read_user_comment
+from sdkit.image_files import save_image as save_image
+from sdkit.image_files import save_png as save_png
+from sdkit.image_files import write_file as write_file
+from sdkit.limits import check_bool
+from sdkit.model_files import INDEX_BUFFERS as INDEX_BUFFERS
+from sdkit.model_files import SAFETENSORS_MAX_HEADER as SAFETENSORS_MAX_HEADER
+from sdkit.model_files import WEIGHT_SUFFIXES as WEIGHT_SUFFIXES
+from sdkit.model_files import FileFormat as FileFormat
+from sdkit.model_files import check_safetensors as check_safetensors
+from sdkit.model_files import check_scheduler_config as check_scheduler_config
+from sdkit.model_files import check_sdkit_config as check_sdkit_config
+from sdkit.model_files import check_weights_file as check_weights_file
+from sdkit.model_files import check_weights_folder as check_weights_folder
+from sdkit.model_files import detect_format as detect_format
+from sdkit.model_files import named_for_diffusers as named_for_diffusers
+from sdkit.model_files import non_finite_weights as non_finite_weights
+from sdkit.model_files import read_json_object as read_json_object
+from sdkit.model_files import read_state_dict as read_state_dict
+from sdkit.model_files import safetensors_header as safetensors_header
 from sdkit.quiet import quiet_libraries, to_device
 
 if TYPE_CHECKING:
-    from PIL.Image import Image as PILImage
-
     from sdkit.kit import Kit
     from sdkit.vae import VAE
 
-FileFormat = Literal["safetensors", "pickle", "zip", "unknown"]
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".pkl")
-SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own bound on the header length
-INDEX_BUFFERS = ("position_ids", "num_batches_tracked", "num_updates")  # the integer tensors checkpoints may hold
 EMBEDDED = {"shapes": Path(__file__).parent / "models" / "shapes" / "weights"}
 COMPONENT_CLASSES = {
     "unet": ("diffusers", "UNet2DConditionModel"),
@@ -55,273 +62,6 @@ COMPONENT_CLASSES = {
     "tokenizer": ("transformers", "CLIPTokenizer"),
     "tokenizer_2": ("transformers", "CLIPTokenizer"),
 }
-
-
-class ModelLoadError(ValueError):
-    """A model source that cannot be loaded, with one line saying why."""
-
-
-def error_line(e: BaseException) -> str:
-    """An exception as one short line: its type and the first line of its message (libraries' span many)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
-
-
-# ------------------------------------------------------------------------------------------- formats
-def safetensors_header(path: str | Path) -> dict[str, Any] | str | None:
-    """The JSON header of a safetensors file, read as the published format lays it out: an 8-byte little-endian
-    length N, then N bytes of JSON (an object; writers pad it with whitespace), then the tensors' bytes, which the
-    header's ``data_offsets`` cover exactly. None when the first bytes are not that layout; a string saying why when
-    they are but the file is damaged (header cut short or not JSON, offsets that disagree with the file's size).
-
-    The header length is checked before any pickle opcode: its first byte is 0x80 or 0x28 (``(``) for 1 file in 16.
-    """
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return None
-        (n,) = struct.unpack("<Q", head)
-        if not 2 <= n <= SAFETENSORS_MAX_HEADER:
-            return None
-        text = f.read(min(n, 4096))
-        if not text.lstrip(b" \t\r\n").startswith(b"{") and (text.strip() or len(text) == n):
-            return None
-        text += f.read(n - len(text))
-    if len(text) < n:
-        return f"its header of {n} bytes is cut short at {len(text)} (truncated file)"
-    try:
-        header = json.loads(text)
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        return f"its header is not valid JSON: {e}"
-    if not isinstance(header, dict):
-        return f"its header is a JSON {type(header).__name__}, not an object"
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(type(o) is int for o in offsets)
-            and 0 <= offsets[0] <= offsets[1]
-        ):
-            return f"tensor {name!r} has no valid data_offsets"
-        end = max(end, offsets[1])
-    if end != size - 8 - n:
-        return f"its tensors span {end} bytes but {size - 8 - n} follow the header (truncated or padded file)"
-    return header
-
-
-def detect_format(path: str | Path) -> FileFormat:
-    """What a weights file really is, from its bytes, never its name: a safetensors header wins over everything
-    (reading one never runs code), then zip containers and pickle opcodes."""
-    if safetensors_header(path) is not None:
-        return "safetensors"
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:6] == b"7z\xbc\xaf\x27\x1c":
-        return "zip"  # torch.save's zip container (holds a pickle) or any other archive
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]"):
-        return "pickle"
-    return "unknown"
-
-
-def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors of a single weights file. Pickles only with ``allow_pickle=True``, and then ``weights_only``."""
-    check_bool("allow_pickle", allow_pickle)
-    path = Path(path)
-    fmt = detect_format(path)
-    if fmt == "safetensors":
-        from safetensors.torch import load_file
-
-        check_safetensors(path)
-        try:
-            return load_file(str(path))
-        except Exception as e:  # corrupt data the header did not reveal
-            raise ModelLoadError(f"model: {path} is not a readable safetensors file ({e})") from None
-    if fmt in ("pickle", "zip"):
-        if not allow_pickle:
-            raise ModelLoadError(
-                f"model: {path} is a pickle ({fmt}) file, which can run code when loaded; refused. "
-                "Convert it to .safetensors, or pass allow_pickle=True if you trust its author "
-                "(it is then loaded with weights_only=True)."
-            )
-        try:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            # torch's message spans many lines (and suggests weights_only=False): keep the line that says why
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            why = next((ln for ln in lines if ln.startswith(("Unsupported", "Trying to"))), lines[0] if lines else "")
-            raise ModelLoadError(
-                f"model: {path} could not be loaded safely with weights_only=True (it holds more than tensors, "
-                f"or is not a torch checkpoint: {type(e).__name__}: {why[:200]})"
-            ) from None
-        if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
-            data = data["state_dict"]
-        if not isinstance(data, dict):
-            raise ModelLoadError(f"model: {path} holds a {type(data).__name__}, not a dict of tensors")
-        return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-    raise ModelLoadError(f"model: {path} is not a safetensors or checkpoint file (unrecognised header)")
-
-
-def check_safetensors(path: Path) -> dict[str, Any]:
-    """The header of a safetensors file, checked by our reading of the format and by the safetensors library's
-    own (every tensor's bytes present, no overlaps), without reading the tensors."""
-    from safetensors import safe_open
-
-    header = safetensors_header(path)
-    if not isinstance(header, dict):
-        raise ModelLoadError(f"model: {path} is not a readable safetensors file ({header or 'no safetensors header'})")
-    try:
-        with safe_open(str(path), "pt"):
-            pass
-    except Exception as e:
-        raise ModelLoadError(f"model: {path} is not a readable safetensors file ({e})") from None
-    return header
-
-
-def check_weights_file(path: Path, *, allow_pickle: bool = False) -> dict[str, str]:
-    """Guard one weights file before a library opens it; returns its tensors' names and dtypes.
-
-    Safetensors: the header is checked (no tensor is read). Pickles: refused unless ``allow_pickle``, and with it
-    read weights-only first. Either way every tensor must be floating point, as every layer of a Stable Diffusion
-    component is: an int8 or bool tensor where a float is expected would be cast silently (a flat grey image). Only
-    integer index buffers (``position_ids`` and counters) may be integers."""
-    if detect_format(path) == "safetensors":
-        header = check_safetensors(path)
-        dtypes = {k: str(v.get("dtype")) for k, v in header.items() if k != "__metadata__"}
-    else:
-        dtypes = {k: str(v.dtype) for k, v in read_state_dict(path, allow_pickle=allow_pickle).items()}
-    for name, dtype in dtypes.items():
-        floating = dtype.startswith(("F", "BF", "torch.float", "torch.bfloat", "torch.half"))
-        if not floating and not name.endswith(INDEX_BUFFERS):
-            raise ModelLoadError(
-                f"model: {path} holds tensor {name!r} as {dtype}; weights must be floating point "
-                "(F16, BF16, F32, ...), as the layers of the config are; refused"
-            )
-    return dtypes
-
-
-def check_weights_folder(folder: Path, *, allow_pickle: bool = False) -> bool | None:
-    """Guard a component folder before ``from_pretrained`` opens it; returns its ``use_safetensors`` argument.
-
-    A ``.safetensors`` file whose bytes say otherwise is refused. Without safetensors weights, pickled
-    weights (``.bin``/``.pt``/...) are refused unless ``allow_pickle``, and with it each is first read by
-    ``read_state_dict`` (weights only), so a code-running payload never reaches diffusers' or transformers' loader.
-    """
-    check_bool("allow_pickle", allow_pickle)
-    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    safe = [p for p in weights if p.suffix == ".safetensors"]
-    for p in safe:
-        fmt = detect_format(p)
-        if fmt != "safetensors":
-            raise ModelLoadError(f"model: {p} is named .safetensors but its first bytes say {fmt}; refused")
-        check_weights_file(p)
-    if safe:
-        return True  # diffusers/transformers then never fall back to a pickle beside it
-    for p in weights:
-        check_weights_file(p, allow_pickle=allow_pickle)  # the refusal, or a weights-only pre-read
-    return None if allow_pickle else True
-
-
-@contextlib.contextmanager
-def named_for_diffusers(path: Path) -> Iterator[Path]:
-    """``path``, or a link to it named by its real format: diffusers' single-file loaders choose between
-    safetensors and ``torch.load`` by the file's extension, and must read what sdkit checked."""
-    is_safetensors = detect_format(path) == "safetensors"
-    if (path.name.split(".")[-1] == "safetensors") == is_safetensors:  # diffusers' own test of the name
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="sdkit-") as tmp:
-        link = Path(tmp) / ("model.safetensors" if is_safetensors else "model.ckpt")
-        try:
-            os.symlink(path.resolve(), link)
-        except OSError:
-            try:
-                os.link(path, link)
-            except OSError:
-                raise ModelLoadError(
-                    f"model: {path} is a {'safetensors' if is_safetensors else 'pickle'} file under another "
-                    "extension; rename it to match"
-                ) from None
-        yield link
-
-
-# ------------------------------------------------------------------------------------------- configs
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON config file that must hold an object; anything else is one line naming the file."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelLoadError(f"model: {path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"model: {path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"model: {path} could not be read ({type(e).__name__}: {e})") from None
-    if not isinstance(value, dict):
-        raise ModelLoadError(f"model: {path} must hold a JSON object, got a {type(value).__name__}")
-    return value
-
-
-def check_scheduler_config(config: dict[str, Any], where: str) -> None:
-    """The training noise schedule a model was trained with, checked when it is loaded (not at the first
-    ``generate``): ``where`` names the file in the message."""
-    from sdkit.denoisers import PredictionType, alphas_cumprod_from_betas
-
-    with _blaming(where):
-        steps = check_int("num_train_timesteps", config.get("num_train_timesteps", 1000), minimum=2, maximum=100_000)
-        start, end = config.get("beta_start", 0.00085), config.get("beta_end", 0.012)
-        for name, beta in (("beta_start", start), ("beta_end", end)):
-            if not 0 < check_number(name, beta) < 1:
-                raise ValueError(f"{name} must be a number in (0, 1), got {beta!r}")
-        alphas_cumprod_from_betas(steps, start, end, config.get("beta_schedule", "scaled_linear"))  # checks the name
-        prediction, allowed = config.get("prediction_type", "epsilon"), get_args(PredictionType)
-        if prediction not in allowed:
-            raise ValueError(f"prediction_type must be one of {', '.join(allowed)}, got {prediction!r}")
-
-
-def check_sdkit_config(config: dict[str, Any], where: Path) -> None:
-    """A model folder's ``sdkit.json`` (family and generation defaults), checked when it is loaded: a bad default
-    would otherwise fail later, as an error about a width or step count the caller never passed."""
-    from sdkit.families import FAMILIES
-
-    with _blaming(str(where)):
-        family = config.get("family")
-        if family is not None and family not in FAMILIES:
-            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
-        if "default_size" in config:
-            check_size("default_size", config["default_size"], 8)
-        if "default_steps" in config:
-            check_int("default_steps", config["default_steps"], maximum=MAX_STEPS, bound="MAX_STEPS")
-        if "default_cfg" in config:
-            check_number("default_cfg", config["default_cfg"])
-        if config.get("tokenizer", "clip-vocabulary") != "clip-vocabulary":
-            raise ValueError(f"tokenizer must be 'clip-vocabulary' or absent, got {config['tokenizer']!r}")
-
-
-@contextlib.contextmanager
-def _blaming(where: str) -> Iterator[None]:
-    """Turn a field check's ValueError/TypeError into a ModelLoadError naming the file it came from."""
-    try:
-        yield
-    except (ValueError, TypeError) as e:
-        raise ModelLoadError(f"model: {where}: {e}") from None
-
-
-# ------------------------------------------------------------------------------------------- checks
-def non_finite_weights(modules: dict[str, Any]) -> list[str]:
-    """``component.parameter`` of the first non-finite (NaN/inf) parameter or buffer of each module."""
-    found = []
-    for name, module in modules.items():
-        if not isinstance(module, torch.nn.Module):
-            continue
-        for pname, t in [*module.named_parameters(), *module.named_buffers()]:
-            if t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
-                found.append(f"{name}.{pname}")
-                break
-    return found
 
 
 def _report_non_finite(modules: dict[str, Any], source: str) -> list[str]:
@@ -489,6 +229,7 @@ def load(
         name = source if kind != "folder" else path.name
         bad = _report_non_finite(parts, repr(source))
         kit = Kit.from_components(parts, family=detect_family(parts), name=name, device=device, dtype=dtype)
+    kit.load_controlnet = load_controlnet  # generate(control=(source, image)) loads a ControlNet not in kit.extras
     if bad:
         kit.info["non_finite_weights"] = bad
     return kit
@@ -531,179 +272,7 @@ def load_vae(source: str, family: str = "sd1", device: Any = None, dtype: torch.
     return VAE.from_diffusers(model, family)
 
 
-# ------------------------------------------------------------------------------------------- images
-EXIF_IFD, USER_COMMENT = 0x8769, 0x9286  # EXIF tags: the Exif sub-IFD pointer, and UserComment within it
-UNICODE_PREFIX = b"UNICODE\0"  # EXIF's character-code prefix of a UTF-16 UserComment
-
-
-def save_image(image: PILImage, path: str | Path, parameters: str, *, overwrite: bool = False) -> Path:
-    """Save an image with its infotext as A1111 does: ``.png`` in a ``parameters`` text chunk, ``.jpg``/``.jpeg``/
-    ``.webp`` in the EXIF UserComment. The file appears whole or not at all, with the permissions of any new file
-    (the umask); ``overwrite=False`` never replaces a file, even one another process creates meanwhile."""
-    from PIL import Image
-
-    path = Path(path)
-    check_bool("overwrite", overwrite)
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL image, got {type(image).__name__}")
-    fmt = IMAGE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"output: {path} must end in {', '.join(IMAGE_FORMATS)} (the suffix sets the format)")
-    if not isinstance(parameters, str) or not parameters.strip():
-        raise ValueError(
-            f"parameters must be the image's non-empty infotext (every saved image carries it), got {parameters!r}"
-        )
-    if path.exists() and not overwrite:  # the early answer; the exclusive link below is the guarantee
-        raise FileExistsError(f"output: {path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output: cannot write {path}: folder {path.parent} does not exist")
-    write_file(path, encode_image(image, fmt, parameters), overwrite=overwrite)
-    return path
-
-
-save_png = save_image  # the name Generation.save and older code call; the suffix chooses the format
-
-
-def encode_image(image: PILImage, fmt: str, parameters: str) -> bytes:
-    """The bytes of ``image`` in ``fmt`` (PNG, JPEG, WEBP), carrying ``parameters``."""
-    import io
-
-    from PIL.PngImagePlugin import PngInfo
-
-    buffer = io.BytesIO()
-    if fmt == "PNG":
-        info = PngInfo()
-        info.add_text("parameters", parameters)  # tEXt, or iTXt (UTF-8) when the text is not Latin-1
-        image.save(buffer, format="PNG", pnginfo=info)
-        return buffer.getvalue()
-    if image.mode not in (("L", "RGB") if fmt == "JPEG" else ("RGB", "RGBA")):
-        image = image.convert("RGBA" if fmt == "WEBP" and "A" in image.getbands() else "RGB")
-    exif = exif_user_comment(parameters)
-    if fmt == "JPEG" and len(exif) > 65533:  # one APP1 segment: 64 KiB, so about 32,000 characters of UTF-16
-        raise ValueError(
-            f"parameters: {len(parameters)} characters of infotext do not fit a JPEG's EXIF segment (64 KiB); "
-            "save as .png or .webp"
-        )
-    image.save(buffer, format=fmt, quality=95, exif=exif)
-    return buffer.getvalue()
-
-
-def exif_user_comment(text: str) -> bytes:
-    """EXIF holding ``text`` as the UserComment, as A1111 writes it (``piexif.dump`` of
-    ``UserComment.dump(text, encoding="unicode")``): a big-endian TIFF whose IFD0 points to an Exif IFD with one
-    UNDEFINED-typed (7) entry, 0x9286, whose value is ``UNICODE\\0`` and the text in UTF-16BE."""
-    comment = UNICODE_PREFIX + text.encode("utf-16-be")
-    ifd0 = struct.pack(">HHHII", 1, EXIF_IFD, 4, 1, 26) + b"\0\0\0\0"  # 1 entry (LONG offset of the Exif IFD)
-    exif_ifd = struct.pack(">HHHII", 1, USER_COMMENT, 7, len(comment), 44) + b"\0\0\0\0"
-    return b"Exif\0\0" + b"MM\0\x2a" + struct.pack(">I", 8) + ifd0 + exif_ifd + comment
-
-
-def read_user_comment(exif: bytes) -> str | None:
-    """The UserComment of an EXIF block as A1111 reads it, or None. The EXIF character codes: ``UNICODE\\0`` then
-    UTF-16 (A1111/piexif write big-endian; some tools little-endian, told apart by where the zero bytes of
-    ASCII text fall), ``ASCII\\0\\0\\0``, ``JIS\\0\\0\\0\\0\\0``; any other prefix is read as UTF-8, as A1111 does."""
-    from PIL import Image
-
-    data = Image.Exif()
-    data.load(exif)
-    raw = data.get_ifd(EXIF_IFD).get(USER_COMMENT)
-    if isinstance(raw, tuple):  # written as BYTE rather than UNDEFINED
-        raw = bytes(raw)
-    if not isinstance(raw, bytes) or not raw:
-        return raw if isinstance(raw, str) and raw else None
-    prefix, body = raw[:8], raw[8:]
-    if prefix == UNICODE_PREFIX:
-        big_endian = body[0::2].count(0) >= body[1::2].count(0)
-        text = body.decode("utf-16-be" if big_endian else "utf-16-le", errors="replace")
-    elif prefix == b"ASCII\0\0\0":
-        text = body.decode("ascii", errors="replace")
-    elif prefix == b"JIS\0\0\0\0\0":
-        text = body.decode("shift_jis", errors="replace")
-    else:
-        text = raw.decode("utf-8", errors="ignore")
-    return text.rstrip("\0") or None
-
-
-def write_file(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then move it into place: ``os.replace`` to overwrite,
-    ``os.link`` (which fails if ``path`` exists, atomically) otherwise. The temporary file is created like any new
-    file (mode 0o666 less the umask). A failure names ``path`` and leaves nothing behind."""
-    import errno
-    import secrets
-
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise
-            except OSError as e:  # a file system without hard links: exclusive creation of the target itself
-                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
-                    raise
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-    except FileExistsError:
-        raise FileExistsError(f"output: {path} exists (created meanwhile); pass overwrite=True to replace it") from None
-    except OSError as e:
-        raise OSError(e.errno, f"output: could not write {path} ({e.strerror or e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _opened(path: str | Path) -> PILImage:
-    """The decoded image (file closed; ``.info`` holds its text chunks and EXIF). A missing, damaged or unknown
-    file is one ValueError naming it, never a raw PIL error: PNG chunk checksums are verified first."""
-    from PIL import Image
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image: {path} does not exist (or is not a file)")
-    try:
-        with Image.open(path) as im:
-            im.verify()  # PNG: every chunk's CRC up to IEND, without decoding
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError, struct/zlib errors, ...
-        raise ValueError(f"image: {path} is not a readable image ({error_line(e)})") from None
-
-
-def read_image_parameters(path: str | Path) -> str:
-    """The infotext of an image written by sdkit or A1111: a PNG's ``parameters`` text chunk, or the EXIF
-    UserComment of a JPEG or WebP (or a PNG)."""
-    im = _opened(path)
-    text = im.info.get("parameters")
-    if text is None and im.info.get("exif"):
-        try:
-            text = read_user_comment(im.info["exif"])
-        except Exception as e:
-            raise ValueError(f"image: {path} has unreadable EXIF ({error_line(e)})") from None
-    if not text:
-        raise ValueError(
-            f"image: {path} has no 'parameters' text chunk or EXIF UserComment (not written by sdkit/A1111?)"
-        )
-    return str(text)
-
-
-read_png_parameters = read_image_parameters  # the name metadata.read and older code call
-
-
-def open_image(path: str | Path) -> PILImage:
-    """A PIL image read whole from ``path``; a damaged or unknown file is one ValueError naming it."""
-    return _opened(path)
-
-
+# ------------------------------------------------------------------------------------------- tensors
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Save tensors (e.g. a sampling trace, to resume later) as safetensors."""
     from safetensors.torch import save_file
@@ -745,6 +314,20 @@ def load_controlnet_model(source: str, *, allow_pickle: bool = False, config: st
             model = from_pretrained(ControlNetModel, folder, use_safetensors=safe)
     _report_non_finite({"controlnet": model}, repr(source))
     return model
+
+
+def load_controlnet(
+    source: str,
+    *,
+    allow_pickle: bool = False,
+    config: str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Any:
+    """A diffusers ``ControlNetModel`` from a folder, hub id or single file (safetensors unless
+    ``allow_pickle``), on ``device`` in ``dtype`` (CPU float32 by default), ready for ``Control``."""
+    model = load_controlnet_model(source, allow_pickle=allow_pickle, config=config)
+    return to_device(model, device or "cpu", dtype or torch.float32).eval().requires_grad_(False)
 
 
 MIDAS_CHECKPOINTS = {  # model_type -> (published file name, timm backbone of controlnet_aux's DPTDepthModel)

@@ -383,6 +383,6 @@ def _seed_fields(values: dict[str, str]) -> dict[str, Any]:
 
 def read(path: str | Path) -> dict[str, Any]:
     """``Kit.generate`` keyword arguments stored in an image written by sdkit (or A1111)."""
-    from sdkit.loading import read_png_parameters
+    from sdkit.image_files import read_png_parameters
 
     return parse(read_png_parameters(path)).generate_kwargs()

@@ -11,13 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sdkit.loading import (
-    ModelLoadError,
-    check_scheduler_config,
-    check_weights_file,
-    error_line,
-    named_for_diffusers,
-)
+from sdkit.errors import ModelLoadError, error_line
+from sdkit.model_files import check_scheduler_config, check_weights_file, named_for_diffusers
 
 REFERENCE_CONFIGS = {
     "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",

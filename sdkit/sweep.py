@@ -143,7 +143,7 @@ def run_batch(kit: Any, cells: list[Cell], model: ConditionalDenoiser | None = N
     x = noise.first() * sigmas[0].to(kit.dtype)
     pairs = [kit.prompts.encode_pair(c.params.prompt, c.params.negative_prompt) for c in cells]
     if kit.family == "sdxl":  # the same micro-conditioning Kit.generate attaches
-        from sdkit.sdxl import add_time_ids
+        from sdkit.micro_conditioning import add_time_ids
 
         pairs = [add_time_ids(kit.unet, cd, un, p.width, p.height) for cd, un in pairs]
     cond = TextConditioning.cat([cd for cd, _ in pairs]).to(kit.device, kit.dtype)
@@ -214,11 +214,9 @@ def sweep(
     )
 
 
-def _lockstep_latents(kit: Any, runs: list[list[Cell]], max_batch: int) -> list[Latents]:
-    """All runs' latents. Runs of the same latent size and prompt length go through the model in lockstep, as many
-    at a time as fit in ``max_batch`` images."""
-    from sdkit.lockstep import run_in_lockstep
-
+def lockstep_groups(runs: list[list[Cell]], max_batch: int) -> list[list[int]]:
+    """Indices of the runs that share model calls: runs of the same latent size and prompt length, in order, as
+    many at a time as fit in ``max_batch`` images (``sdkit.distributed`` splits a sweep along these groups)."""
     groups: list[list[int]] = []
     keys: dict[tuple, int] = {}
     for k, run in enumerate(runs):
@@ -229,8 +227,16 @@ def _lockstep_latents(kit: Any, runs: list[list[Cell]], max_batch: int) -> list[
             keys[key] = len(groups)
             groups.append([])
         groups[keys[key]].append(k)
+    return groups
+
+
+def _lockstep_latents(kit: Any, runs: list[list[Cell]], max_batch: int) -> list[Latents]:
+    """All runs' latents. Runs of the same latent size and prompt length go through the model in lockstep, as many
+    at a time as fit in ``max_batch`` images."""
+    from sdkit.lockstep import run_in_lockstep
+
     out: list[Any] = [None] * len(runs)
-    for members in groups:
+    for members in lockstep_groups(runs, max_batch):
         jobs = [lambda model, run=runs[k]: run_batch(kit, run, model) for k in members]
         for k, lat in zip(members, run_in_lockstep(kit.denoiser, jobs), strict=True):
             out[k] = lat

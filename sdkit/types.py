@@ -8,6 +8,7 @@ tensors of sigmas; prompts, timesteps and input scaling live in the adapters (``
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -39,8 +40,6 @@ class Tokens:
         return int(self.ids.shape[0])
 
     def _repr_html_(self) -> str:
-        from sdkit.text.tokenizer import tokens_table
-
         return tokens_table(self)
 
 
@@ -171,3 +170,44 @@ class Conditioner(Protocol):
     """Image-shaped conditioning (init image, mask, depth, pose): prepares what a recipe consumes."""
 
     def __call__(self, image: Any) -> Any: ...
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+def eos_positions(tokens: Tokens) -> list[int]:
+    """Position of the EOS token in each chunk: the first non-word position after BOS."""
+    if not tokens.words:
+        raise ValueError("these Tokens carry no word indices; cannot locate EOS")
+    return [next(k for k in range(1, len(w)) if w[k] < 0) for w in tokens.words]
+
+
+def tokens_table(tokens: Tokens, show_padding: int = 2) -> str:
+    """HTML view of ``Tokens`` for notebooks (what ``Tokens._repr_html_`` shows): one row per chunk, one
+    cell per token (piece, id, weight when not 1), cells of the same word share a colour, and padding
+    is summarised after ``show_padding`` cells."""
+    from sdkit.text.vocabulary import clean_piece  # the BPE byte symbols back to text (a stdlib-only module)
+
+    palette = ("#dbeafe", "#fde68a", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa")
+    rows = []
+    for c in range(tokens.chunks):
+        ids = tokens.ids[c].tolist()
+        weights = tokens.weights[c].tolist()
+        words = tokens.words[c] if tokens.words else (-1,) * len(ids)
+        end = eos_positions(tokens)[c] + 1 if tokens.words else len(ids)
+        cells = []
+        for k in range(min(len(ids), end + show_padding)):
+            colour = "#e5e7eb" if words[k] < 0 else palette[words[k] % len(palette)]
+            weight = "" if weights[k] == 1.0 else f"<br><b>x{weights[k]:.3g}</b>"
+            piece = html.escape(clean_piece(tokens.pieces[c][k]))
+            cells.append(
+                f'<td style="background:{colour};padding:2px 4px;text-align:center" title="position {k}, '
+                f'word {words[k]}">{piece}<br><small>{ids[k]}</small>{weight}</td>'
+            )
+        if len(ids) > end + show_padding:
+            cells.append(f"<td><small>+{len(ids) - end - show_padding} padding ({tokens.pad_id})</small></td>")
+        rows.append(f"<tr><th>chunk {c}</th>{''.join(cells)}</tr>")
+    title = html.escape(tokens.text if len(tokens.text) < 200 else tokens.text[:200] + "...")
+    return (
+        f"<div><small>Tokens: {tokens.chunks} chunk(s) x {tokens.ids.shape[1]} &mdash; {title!s}</small>"
+        '<table style="border-collapse:collapse;font-family:monospace;font-size:11px">'
+        f"{''.join(rows)}</table></div>"
+    )

@@ -12,9 +12,9 @@ from image_fixtures import gradient_image, save_model_with_controlnets, tiny_con
 
 import sdkit
 from sdkit import metadata
-from sdkit.conditioners import Control, load_controlnet
+from sdkit.conditioners import Control
 from sdkit.conditioners.controlnet import keep, step_index
-from sdkit.loading import ModelLoadError
+from sdkit.loading import ModelLoadError, load_controlnet
 from sdkit.noise import randn
 from sdkit.recipes import controlnet
 

@@ -360,3 +360,12 @@ def test_a_schedule_of_ten_million_steps_is_refused_before_it_is_built(tiny_sd1_
     """``make_sigmas("karras", 10**7, ...)`` grew memory by 6 GiB; steps are bounded by ``sdkit.limits.MAX_STEPS``."""
     with pytest.raises(ValueError, match="MAX_STEPS"):
         make_sigmas("karras", 10**7, tiny_sd1_kit.denoiser.schedule)
+
+
+def test_an_empty_scheduler_config_means_the_defaults(tiny_sd1_folder, tmp_path):
+    """``scheduler_config.json`` holding ``{}`` raised KeyError('scheduler'); it reads as diffusers' defaults."""
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_sd1_folder, folder)
+    (folder / "scheduler" / "scheduler_config.json").write_text("{}")
+    kit = sdkit.load(str(folder))
+    assert kit.denoiser.schedule.num_timesteps == 1000

@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import sdkit
-from sdkit.conditioners import load_controlnet
 from sdkit.loading import (
     ModelLoadError,
     detect_format,
+    load_controlnet,
     load_controlnet_model,
     load_midas,
     load_vae,

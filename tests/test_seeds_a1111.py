@@ -17,6 +17,8 @@ objects. Its steps, as published:
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -322,3 +324,13 @@ def test_each_image_of_a_batch_carries_its_own_seed(tiny_sd1_kit, tmp_path, vari
     assert ("Variation seed: 41," in text) == variation
     again = tiny_sd1_kit.generate(**{**parse(text).generate_kwargs(), "model": None})
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(gen.images[1]))
+
+
+def test_the_kit_docstring_names_a_load_vae_that_exists(tiny_sd1_kit, tiny_sd1_folder):
+    """``Kit``'s docstring says ``kit.vae = sdkit.load_vae(...)``: that call works and swaps in a VAE."""
+    import sdkit
+    from sdkit.kit import Kit
+
+    assert "sdkit.load_vae(" in (Kit.__doc__ or "") + (sys.modules["sdkit.kit"].__doc__ or "")
+    vae = sdkit.load_vae(str(tiny_sd1_folder / "vae"))
+    assert vae.space == tiny_sd1_kit.vae.space

@@ -1,10 +1,11 @@
 """Image conditioning: init images, masks, outpainting canvases, depth maps, poses and ControlNets.
 
 Each conditioner turns what a user holds (a PIL image, an array, OpenPose JSON) into what a recipe in
-``sdkit.recipes`` consumes. Nothing here loads weights at import time; MiDaS/OpenCV are imported when used.
+``sdkit.recipes`` consumes. Nothing here reads files: ControlNets and MiDaS load through ``sdkit.loading``
+(``load_controlnet``, ``load_midas``); OpenCV is imported when used.
 """
 
-from sdkit.conditioners.controlnet import Control, ControlledDenoiser, as_control, controlled, load_controlnet
+from sdkit.conditioners.controlnet import Control, ControlledDenoiser, as_control, controlled
 from sdkit.conditioners.depth import MidasDepth, depth_image
 from sdkit.conditioners.image_input import InitImage, SizePolicy, as_image, fit_size, to_image
 from sdkit.conditioners.masks import (
@@ -39,7 +40,6 @@ __all__ = [
     "fill_masked",
     "fit_size",
     "latent_mask",
-    "load_controlnet",
     "masked",
     "openpose_image",
     "parse_openpose",

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -24,7 +23,6 @@ from sdkit.conditioners.image_input import Size, check_batch, to_image
 from sdkit.denoisers import DiscreteDenoiser
 from sdkit.image import Image
 from sdkit.limits import check_number
-from sdkit.quiet import to_device
 from sdkit.types import TextConditioning
 
 
@@ -151,7 +149,7 @@ class ControlledDenoiser:
             raise TypeError(f"controls must be a list of Control, got {type(controls).__name__}")
         controls = [as_control(c) for c in controls]
         if any(isinstance(c.model, str) for c in controls):
-            raise TypeError("controlled: load ControlNets first (sdkit.conditioners.load_controlnet or kit.extras)")
+            raise TypeError("controlled: load ControlNets first (sdkit.loading.load_controlnet or kit.extras)")
         if sigmas.ndim != 1 or sigmas.shape[0] < 2:
             raise ValueError(
                 f"controlled: sigmas must be a 1-D schedule of at least one step, got {tuple(sigmas.shape)}"
@@ -189,19 +187,3 @@ def controlled(
     ``batch_size``, each control image batch must be 1 (shared) or ``batch_size`` (one per image)."""
     controls = [controls] if isinstance(controls, Control) else controls
     return ControlledDenoiser(denoiser, controls, sigmas, size, batch_size)
-
-
-def load_controlnet(
-    source: str,
-    *,
-    allow_pickle: bool = False,
-    config: str | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> Any:
-    """A diffusers ``ControlNetModel`` from a folder, hub id or single file (safetensors unless
-    ``allow_pickle``); the I/O is ``sdkit.loading.load_controlnet_model``'s."""
-    from sdkit.loading import load_controlnet_model
-
-    model = load_controlnet_model(source, allow_pickle=allow_pickle, config=config)
-    return to_device(model, device or "cpu", dtype or torch.float32).eval().requires_grad_(False)

@@ -72,3 +72,21 @@ def hf_clip_tokenizer(pad_token: str = EOS, model_max_length: int = 77) -> Any:
         pad_token=pad_token,
         model_max_length=model_max_length,
     )
+
+
+def clean_piece(piece: str) -> str:
+    """A vocabulary string made readable: ``'cat</w>'`` -> ``'cat'``, byte symbols back to text where they
+    form whole UTF-8 characters (``'ðŁĲ±</w>'`` -> ``'🐱'``); special tokens stay as they are."""
+    text = piece[: -len("</w>")] if piece.endswith("</w>") else piece
+    if text.startswith("<|"):
+        return text
+    decoder = _byte_decoder()
+    try:
+        return bytes(decoder[ch] for ch in text).decode("utf-8") if all(ch in decoder for ch in text) else text
+    except UnicodeDecodeError:  # part of a multi-byte character: show the byte symbols
+        return text
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    return {ch: b for b, ch in _bytes_to_unicode().items()}

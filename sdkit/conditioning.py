@@ -1,5 +1,9 @@
-"""Image conditioning for ``Kit.generate``: checks ``init_image`` / ``strength`` / ``mask`` / ``control``,
+"""Image conditioning of one ``Kit.generate`` call: checks ``init_image`` / ``strength`` / ``mask`` / ``control``,
 brings them to the generation size, records them in the parameters and picks the recipe.
+
+It works on a kit's parts (its denoiser, VAE, default size), never on a ``Kit``: ``Kit.generate`` composes it.
+A control's model named by a string comes from the kit (a ``kit.extras`` key, or a source that ``sdkit.loading``
+loads for a kit ``sdkit.load`` made), through the ``controlnet`` function that ``Kit.generate`` passes.
 
 Strength defaults: 0.75 for img2img (A1111's default denoising strength), 1.0 for inpainting (diffusers'
 inpaint pipeline default: the masked region starts from noise).
@@ -9,23 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from sdkit.conditioners.controlnet import Control, as_control, controlled, load_controlnet
+from sdkit import recipes
+from sdkit.conditioners.controlnet import Control, as_control, controlled
 from sdkit.conditioners.image_input import as_image, check_batch, fit_size
 from sdkit.conditioners.masks import Mask
+from sdkit.denoisers import DiscreteDenoiser
+from sdkit.families import FamilyDefaults
 from sdkit.image import Image
-from sdkit.latents import Latents
+from sdkit.latents import Latents, LatentSpace
 from sdkit.metadata import GenerationParameters
-from sdkit.quiet import to_device
 from sdkit.strength import check_strength, strength_sigmas
 from sdkit.types import Step, TextConditioning
+from sdkit.vae import VAE
 
-if TYPE_CHECKING:
-    from sdkit.kit import Kit
+ControlNetSource = Callable[[Any], Any]
+"""A control's ``model`` (a ``kit.extras`` key, a source to load, a module) -> the ControlNet, on the kit's device."""
 
 
 @dataclass(frozen=True)
@@ -51,19 +58,22 @@ class Conditioning:
 
     def run(
         self,
-        kit: Kit,
+        denoiser: DiscreteDenoiser,
+        vae: VAE,
+        space: LatentSpace,
         cond: TextConditioning,
         uncond: TextConditioning,
         *,
         params: GenerationParameters,
         sampler: Any,
         sigmas: Tensor,
+        device: torch.device,
+        dtype: torch.dtype,
         on_step: Callable[[Step], None] | None = None,
         on_cfg_parts: Any = None,
     ) -> tuple[Latents | None, Image]:
-        """Run the recipe these inputs call for; returns the final latents (None after a paste-back) and pixels."""
-        from sdkit import recipes
-
+        """Run the recipe these inputs call for with a kit's ``denoiser``, ``vae`` and latent ``space``; returns the
+        final latents (None after a paste-back) and pixels."""
         b = params.batch_size
         for name, t in (("init_image", None if self.init is None else self.init.tensor), ("mask", self.pixel_mask)):
             if t is not None:
@@ -73,34 +83,31 @@ class Conditioning:
         strength = 1.0 if self.strength is None else self.strength
         run_sigmas = sigmas if self.init is None else strength_sigmas(sigmas, strength)
         size = (params.width, params.height)
-        denoiser: Any = kit.denoiser
+        model: Any = denoiser
         if self.controls and run_sigmas.shape[0] >= 2:
-            denoiser = controlled(kit.denoiser, self.controls, run_sigmas, size, batch_size=b)
+            model = controlled(denoiser, self.controls, run_sigmas, size, batch_size=b)
         common = dict(
             sampler=sampler,
             cfg_scale=params.cfg,
             seed=params.seed_spec,
             batch_size=params.batch_size,
-            device=kit.device,
-            dtype=kit.dtype,
+            device=device,
+            dtype=dtype,
             on_step=on_step,
             on_cfg_parts=on_cfg_parts,
         )
-        space = getattr(kit, "latent_space", None) or kit.vae.space
         if self.init is None:
             latents = recipes.txt2img(
-                denoiser, space, cond, uncond, sigmas=sigmas, width=params.width, height=params.height, **common
+                model, space, cond, uncond, sigmas=sigmas, width=params.width, height=params.height, **common
             )
-            return latents, kit.vae.decode(latents)
+            return latents, vae.decode(latents)
         if self.pixel_mask is None:
-            latents = recipes.img2img(
-                denoiser, kit.vae, self.init, cond, uncond, sigmas=sigmas, strength=strength, **common
-            )
-            return latents, kit.vae.decode(latents)
+            latents = recipes.img2img(model, vae, self.init, cond, uncond, sigmas=sigmas, strength=strength, **common)
+            return latents, vae.decode(latents)
         assert self.mask is not None
         image = recipes.inpaint(
-            denoiser,
-            kit.vae,
+            model,
+            vae,
             self.init,
             self.pixel_mask,
             cond,
@@ -113,19 +120,12 @@ class Conditioning:
         return None, image
 
 
-def _resolve_control(kit: Kit, spec: Any) -> Control:
+def _resolve_control(spec: Any, controlnet: ControlNetSource) -> Control:
     control = as_control(spec)
     # the image is converted (and checked: size bound, values) first, so a bad one is refused before a model loads
     image = as_image(control.image)
-    model, label = control.model, control.label
-    if isinstance(model, str):
-        label = label or model
-        model = kit.extras[model] if model in kit.extras else load_controlnet(model, device=kit.device, dtype=kit.dtype)
-    elif isinstance(model, torch.nn.Module):
-        to_device(model, kit.device, kit.dtype)
-    else:
-        raise TypeError(f"control model must be a ControlNetModel, a kit.extras key or a source, got {type(model)}")
-    return replace(control, model=model, label=label, image=image)
+    label = control.label or (control.model if isinstance(control.model, str) else "")
+    return replace(control, model=controlnet(control.model), label=label, image=image)
 
 
 def _named(name: str, error: Exception) -> Exception:
@@ -139,30 +139,33 @@ AUTO_SIZE_AREAS = 4
 
 
 def resolve_conditioning(
-    kit: Kit,
     init_image: Any,
     strength: float | None,
     mask: Any,
     control: Any,
     width: int | None,
     height: int | None,
+    *,
+    factor: int,
+    defaults: FamilyDefaults,
+    controlnet: ControlNetSource,
 ) -> Conditioning:
     """Check and convert ``generate``'s image inputs. The init image sets the size unless ``width``/``height``
-    are given (it is then resized to them); sides that are not multiples of the VAE factor raise."""
+    are given (it is then resized to them); sides that are not multiples of the VAE ``factor`` raise; the family's
+    ``defaults`` bound the size an init image sets by itself; ``controlnet`` brings each control's model."""
     if init_image is None and (mask is not None or strength is not None):
         raise ValueError(f"{'mask' if mask is not None else 'strength'} needs an init_image to work on")
-    factor = kit.vae.space.factor
     init = None
     if init_image is not None:
         try:
             raw = as_image(init_image)
             w, h = raw.size
             target = None if width is None and height is None else (width or w, height or h)
-            native = kit.defaults.width * kit.defaults.height
+            native = defaults.width * defaults.height
             if target is None and w * h > AUTO_SIZE_AREAS * native:  # sampling time grows with the area squared
                 raise ValueError(
                     f"image is {w}x{h}, and without width/height it would set the generation size: more than "
-                    f"{AUTO_SIZE_AREAS}x this model's default area ({kit.defaults.width}x{kit.defaults.height}); pass "
+                    f"{AUTO_SIZE_AREAS}x this model's default area ({defaults.width}x{defaults.height}); pass "
                     "width= and height= (the image is resized to them)"
                 )
             init = fit_size(raw, target, "error" if target is None else "resize", factor)
@@ -180,7 +183,7 @@ def resolve_conditioning(
         raise _named("mask", e) from None
     specs = [] if control is None else control if isinstance(control, list) else [control]
     try:
-        controls = tuple(_resolve_control(kit, c) for c in specs)
+        controls = tuple(_resolve_control(c, controlnet) for c in specs)
     except (TypeError, ValueError) as e:
         raise _named("control", e) from None
     return Conditioning(init, strength, spec, pixel_mask, controls, width, height)

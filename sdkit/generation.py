@@ -1,0 +1,154 @@
+"""The steps of one ``Kit.generate`` call once its arguments are complete (``sdkit.request``): the prompts encoded
+for the request (prompt editing, SDXL micro-conditioning), the step hooks (trace, progress bar, the non-finite
+watch) and the recipe the request calls for (``sdkit.recipes``; ``sdkit.conditioning`` with image inputs).
+
+Each function takes a kit's parts (its prompt encoder, denoiser, VAE, device and dtype), never a ``Kit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sdkit.conditioning import Conditioning
+from sdkit.denoisers import DiscreteDenoiser
+from sdkit.finite import FiniteWatch
+from sdkit.image import Image
+from sdkit.latents import Latents, LatentSpace
+from sdkit.metadata import GenerationParameters
+from sdkit.micro_conditioning import add_time_ids
+from sdkit.recipes import hires_fix, txt2img
+from sdkit.text.prompt_syntax import prompt_schedule
+from sdkit.trace import Trace
+from sdkit.types import Sampler, Step, TextConditioning
+from sdkit.vae import VAE
+
+
+# ------------------------------------------------------------------------------------------------- prompts
+@dataclass(frozen=True)
+class EncodedPrompts:
+    """The text conditioning of one request: ``cond`` (or, with prompt editing, ``schedule``: ``[(end_step,
+    cond), ...]``), ``uncond``, and the hires pass's own pair (SDXL conditions it on its larger size)."""
+
+    cond: TextConditioning
+    uncond: TextConditioning
+    schedule: list[tuple[int, TextConditioning]] | None = None
+    hires: tuple[TextConditioning, TextConditioning] | None = None
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> EncodedPrompts:
+        return EncodedPrompts(
+            self.cond.to(device, dtype),
+            self.uncond.to(device, dtype),
+            None if self.schedule is None else [(end, c.to(device, dtype)) for end, c in self.schedule],
+            None if self.hires is None else (self.hires[0].to(device, dtype), self.hires[1].to(device, dtype)),
+        )
+
+
+def encode_prompts(
+    prompts: Any, params: GenerationParameters, *, family: str, unet: Any, factor: int, conditioned: bool
+) -> EncodedPrompts:
+    """Encode the request's prompts with a kit's ``prompts`` encoder: the prompt pair, the prompt-editing schedule
+    (``[a:b:0.5]``, SD1/SD2 text to image only), and for SDXL (``unet``: its config says which) the micro-conditioning
+    of the image's size and of the hires pass's (``factor``: the VAE's)."""
+    skip = {"clip_skip": params.clip_skip} if params.clip_skip != 1 else {}  # wrapped encode_pair: no kwargs
+    cond, uncond = prompts.encode_pair(params.prompt, params.negative_prompt, **skip)
+    schedule, hires = None, None
+    if len(prompt_schedule(params.prompt, params.steps)) >= 2:
+        first = prompts.encode_schedule(params.prompt, params.steps)
+        if conditioned or family == "sdxl" or params.hires is not None:
+            raise NotImplementedError(
+                "prompt: prompt editing ([a:b:0.5]) works in SD1/SD2 txt2img without hires fix only for now"
+            )
+        chunks = max(first[0][1].embeds.shape[1], uncond.embeds.shape[1]) // 77
+        schedule = prompts.encode_schedule(params.prompt, params.steps, chunks=chunks, **skip)
+        uncond = prompts.encode(params.negative_prompt, chunks, **skip)
+    if family == "sdxl":  # micro-conditioning time_ids (base: sizes, refiner: aesthetic score)
+        if params.hires is not None:  # the second pass is conditioned on its own size
+            w, h = params.hires.latent_size(params.width, params.height, factor)
+            hires = add_time_ids(unet, cond, uncond, w * factor, h * factor)
+        cond, uncond = add_time_ids(unet, cond, uncond, params.width, params.height)
+    return EncodedPrompts(cond, uncond, schedule, hires)
+
+
+# ------------------------------------------------------------------------------------------------- steps
+def start_trace(trace: bool | Trace, space: LatentSpace) -> Trace | None:
+    """The ``Trace`` that records this run (a given one is cleared first), or None; its previews need ``space``."""
+    recorder = trace.start() if isinstance(trace, Trace) else Trace() if trace else None
+    if recorder is not None and recorder.space is None:
+        recorder.space = space
+    return recorder
+
+
+class StepHooks:
+    """What every sampling step goes through: the non-finite watch (``sdkit.finite``), the trace and the progress
+    bar. As a context manager it closes the bar on the way out, whatever happens (an interrupt in a notebook)."""
+
+    def __init__(self, device: torch.device, recorder: Trace | None, bar: Any = None) -> None:
+        self.watch, self.recorder, self.bar = FiniteWatch(device), recorder, bar
+        self.on_cfg_parts = None if recorder is None else recorder.on_cfg_parts
+        self.on_prompt = None if recorder is None else recorder.on_prompt
+
+    def on_step(self, step: Step) -> None:
+        self.watch(step)
+        if self.recorder is not None:
+            self.recorder.on_step(step)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def finish(self) -> None:
+        """After sampling: raise where latents first turned non-finite (the one device sync of the watch)."""
+        self.watch.finish()
+
+    def __enter__(self) -> StepHooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------------------------------------- recipe
+def run_recipe(
+    denoiser: DiscreteDenoiser,
+    vae: VAE,
+    space: LatentSpace,
+    prompts: EncodedPrompts,
+    params: GenerationParameters,
+    *,
+    sampler: Sampler | str,
+    sigmas: Tensor,
+    hires_sigmas: Tensor | None,
+    conditioning: Conditioning | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    hooks: StepHooks,
+) -> tuple[Latents | None, Image]:
+    """Run the recipe the request calls for: with image inputs the one ``conditioning`` picks; with
+    ``params.hires`` the hires fix (``hires_sigmas``: its second pass); otherwise text to image. Returns the final
+    latents (None after an inpainting paste-back) and the pixels."""
+    p = prompts.to(device, dtype)
+    if conditioning is not None:
+        latents, image = conditioning.run(
+            denoiser, vae, space, p.cond, p.uncond, params=params, sampler=sampler, sigmas=sigmas, device=device,
+            dtype=dtype, on_step=hooks.on_step, on_cfg_parts=hooks.on_cfg_parts,
+        )  # fmt: skip
+        hooks.finish()
+        return latents, image
+    common: dict[str, Any] = dict(
+        sigmas=sigmas, sampler=sampler, cfg_scale=params.cfg, seed=params.seed_spec, width=params.width,
+        height=params.height, batch_size=params.batch_size, device=device, dtype=dtype, on_step=hooks.on_step,
+        on_cfg_parts=hooks.on_cfg_parts,
+    )  # fmt: skip
+    if hires_sigmas is not None:
+        assert params.hires is not None
+        latents = hires_fix(
+            denoiser, vae, p.cond, p.uncond, hires_sigmas=hires_sigmas, hires=params.hires, hires_cond=p.hires, **common
+        )
+    else:
+        cond = p.cond if p.schedule is None else p.schedule
+        latents = txt2img(denoiser, space, cond, p.uncond, on_prompt=hooks.on_prompt, **common)
+    hooks.finish()
+    return latents, vae.decode(latents)
