@@ -64,12 +64,17 @@ def serve(site: Path, timeout: float = 20.0) -> Iterator[str]:
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)
+        stop(server, grace=5)
+
+
+def stop(server: subprocess.Popen, grace: float) -> None:
+    """Terminate a server we started, and kill it if it is still there after ``grace`` seconds."""
+    server.terminate()
+    try:
+        server.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=grace)
 
 
 def chromium() -> Any:

@@ -38,7 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "docs"), str(ROOT / "tests")]
-from browser_check import chromium, free_port  # noqa: E402  (the docs site check's browser and port helpers)
+from browser_check import chromium, free_port, stop  # noqa: E402  (the docs site check's browser and port helpers)
 from test_notebooks import plotting_cells  # noqa: E402  (what counts as a plotting cell, as the notebook tests say)
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -177,12 +177,7 @@ def jupyterlab(root: Path, threads: int, timeout: float = 120.0) -> Iterator[tup
             time.sleep(0.5)
         yield f"http://127.0.0.1:{port}", token
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop(server, grace=20)
         log.close()
 
 
