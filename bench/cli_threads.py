@@ -9,7 +9,7 @@ Two views, each interleaved (the thread counts alternate run by run, so drift on
 - ``Kit.generate`` alone in one process (the model loaded once), after ``torch.set_num_threads(N)``: the part the
   thread count can change.
 
-The CLI's default (``sdkit.cli._default_threads``: half the cores, 1 to 4) comes from these figures.
+The CLI's default (``sdkit.limits.default_threads``: half the cores, 1 to 4) comes from these figures.
 """
 
 from __future__ import annotations

@@ -126,25 +126,15 @@ def _hires(args: argparse.Namespace) -> dict[str, object] | None:
     return given or None
 
 
-def _default_threads() -> int:
-    """torch's CPU threads when neither ``--threads`` nor OMP_NUM_THREADS says: half the CPUs, 1 to 4.
-
-    Measured with ``bench/cli_threads.py`` on a shared 2-core machine (load average 5-7): ``sdkit generate "a red
-    circle" --steps 20`` took a median 11.5-14.1 s with 1 thread and 27.0-27.8 s with torch's default of 2;
-    ``Kit.generate`` alone 0.56-0.57 s against 5.7-9.5 s. Threads that share cores with other work wait on each
-    other at every operation, and the embedded model's operations are too small to gain from splitting. Half the
-    CPUs leaves the other half to the rest of the machine; the cap of 4 is a guess (nothing above 2 cores was
-    measured), so pass ``--threads`` on a large idle machine."""
-    return min(4, max(1, (os.cpu_count() or 1) // 2))
-
-
 def _set_threads(args: argparse.Namespace) -> None:
-    """``--threads``, else OMP_NUM_THREADS (torch follows it by itself), else ``_default_threads()``."""
+    """``--threads``, else OMP_NUM_THREADS (torch follows it by itself), else ``sdkit.limits.default_threads()``."""
     if args.threads is None and os.environ.get("OMP_NUM_THREADS"):
         return
     import torch
 
-    torch.set_num_threads(args.threads or _default_threads())
+    from sdkit.limits import default_threads
+
+    torch.set_num_threads(args.threads or default_threads())
 
 
 def _generate(args: argparse.Namespace) -> int:

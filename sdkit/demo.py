@@ -53,11 +53,27 @@ def _tiny_folder() -> Path:
     return folder
 
 
-def demo_kit(model: str = "shapes", *, size: int = 64, steps: int = 8, quiet: bool = False) -> Any:
+def demo_kit(
+    model: str = "shapes", *, size: int = 64, steps: int = 8, quiet: bool = False, threads: int | None = None
+) -> Any:
     """Load ``model`` (any source ``sdkit.load`` takes). If it is an embedded model whose weights are not
     installed, build a tiny random SD1 model instead (once per session), with defaults of ``size`` pixels
-    and ``steps`` steps so that notebooks stay fast on a CPU, and say so."""
+    and ``steps`` steps so that notebooks stay fast on a CPU, and say so.
+
+    As the notebooks' first call it also sets torch's CPU threads: ``threads``, else OMP_NUM_THREADS if set (torch
+    follows it by itself), else ``sdkit.limits.default_threads()`` (half the cores, 1 to 4: on a busy 2-core laptop
+    torch's default of 2 threads made one image 10-17x slower, see there)."""
+    import os
+
+    import torch
+
     import sdkit
+    from sdkit.limits import check_int, default_threads
+
+    if threads is not None:
+        torch.set_num_threads(check_int("threads", threads))
+    elif not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(default_threads())
     from sdkit.loading import EMBEDDED
 
     if model not in EMBEDDED or embedded_available(model):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import reprlib
 from typing import Any
 
@@ -34,6 +35,19 @@ MAX_PIXELS = 4096 * 4096
 MAX_BATCH_SIZE = 64
 MAX_BATCH_PIXELS = 4 * MAX_PIXELS
 MAX_STEPS = 10_000
+
+
+def default_threads() -> int:
+    """torch's CPU threads for the CLI and the notebooks when neither ``--threads`` nor OMP_NUM_THREADS says: half
+    the CPUs, 1 to 4.
+
+    Measured with ``bench/cli_threads.py`` on a shared 2-core machine (load average 5-7): ``sdkit generate "a red
+    circle" --steps 20`` took a median 11.5-14.1 s with 1 thread and 27.0-27.8 s with torch's default of 2;
+    ``Kit.generate`` alone 0.56-0.57 s against 5.7-9.5 s. Threads that share cores with other work wait on each
+    other at every operation, and the embedded model's operations are too small to gain from splitting. Half the
+    CPUs leaves the other half to the rest of the machine; the cap of 4 is a guess (nothing above 2 cores was
+    measured), so pass ``--threads`` / ``torch.set_num_threads`` on a large idle machine."""
+    return min(4, max(1, (os.cpu_count() or 1) // 2))
 
 
 def decode_memory_gib(width: int, height: int, batch_size: int = 1) -> float:

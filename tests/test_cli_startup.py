@@ -158,3 +158,23 @@ def test_omp_num_threads_is_left_to_torch(monkeypatch, tmp_path, restore_threads
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
     assert cli.main(["generate", "x", "-o", str(tmp_path / "o.png")]) == 2
     assert torch.get_num_threads() == 7  # torch read OMP_NUM_THREADS at start; the CLI does not override it
+
+
+@pytest.mark.parametrize("omp,threads,cpus,expected", [(None, None, 6, 3), (None, None, 2, 1), ("2", None, 6, 7),
+                                                       (None, 2, 64, 2)])  # fmt: skip
+def test_notebooks_get_the_same_default_threads(monkeypatch, restore_threads, omp, threads, cpus, expected):
+    """``demo_kit`` (every notebook's first call) sets the CLI's default thread count, unless told otherwise."""
+    import os
+
+    import torch
+
+    from sdkit.demo import demo_kit
+
+    torch.set_num_threads(7)  # a value none of the cases sets (OMP_NUM_THREADS set: torch is left alone)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    demo_kit("shapes", threads=threads)
+    assert torch.get_num_threads() == expected
