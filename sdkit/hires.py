@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -89,6 +89,8 @@ class HiresFix:
         if not isinstance(self.upscaler, str) or not self.upscaler.strip():
             raise ValueError(f"hires upscaler must be a non-empty name, got {self.upscaler!r}")
         if self.resize_to is not None:
+            if isinstance(self.resize_to, (str, bytes)) or not isinstance(self.resize_to, Sequence):
+                raise ValueError(f"hires resize_to must be a (width, height) pair of ints, got {self.resize_to!r}")
             size = tuple(self.resize_to)
             if len(size) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size):
                 raise ValueError(f"hires resize_to must be a (width, height) pair of ints, got {self.resize_to!r}")

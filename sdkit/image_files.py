@@ -8,6 +8,7 @@ unless ``overwrite=True``. Reading accepts sdkit's and A1111's files; a missing,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from pathlib import Path
@@ -119,7 +120,7 @@ def write_file(path: Path, data: bytes, *, overwrite: bool) -> None:
     import errno
     import secrets
 
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".sdkit-{secrets.token_hex(6)}.tmp")  # short: a target name near NAME_MAX still fits
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
@@ -146,7 +147,8 @@ def write_file(path: Path, data: bytes, *, overwrite: bool) -> None:
     except OSError as e:
         raise OSError(e.errno, f"output: could not write {path} ({e.strerror or e})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # cleaning up must never replace the error that names the target
+            tmp.unlink(missing_ok=True)
 
 
 def _opened(path: str | Path) -> PILImage:

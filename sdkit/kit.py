@@ -53,7 +53,8 @@ class Generation:
 
     def save(self, path: str, *, index: int = 0, overwrite: bool = False) -> str:
         """Save image ``index`` with its own infotext; the suffix picks PNG, JPEG or WebP."""
-        return str(save_png(self.images[index], path, self.infotext_for(index), overwrite=overwrite))
+        text = self.infotext_for(index)  # checks index first: a named error, not an IndexError
+        return str(save_png(self.images[index], path, text, overwrite=overwrite))
 
     def _repr_png_(self) -> bytes:
         from sdkit.image import Image

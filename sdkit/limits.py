@@ -57,7 +57,7 @@ def decode_memory_gib(width: int, height: int, batch_size: int = 1) -> float:
 
 def check_bool(name: str, value: Any) -> bool:
     """A switch: ``True``/``False`` (numpy's too); anything else (``"no"``, ``0``, None) is a TypeError."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if _is_bool(value):
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {type(value).__name__} {show(value)}")
 
@@ -65,7 +65,7 @@ def check_bool(name: str, value: Any) -> bool:
 def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None, bound: str = "") -> int:
     """An integer in ``[minimum, maximum]`` (numpy integers accepted, booleans refused). ``bound`` names the
     constant behind ``maximum`` for the message."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Integral):
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {show(value)}")
     number = int(value)
     if number < minimum or (maximum is not None and number > maximum):
@@ -76,7 +76,7 @@ def check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = 
 
 def check_number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None) -> float:
     """A finite real number (numpy scalars accepted, booleans refused), optionally within ``[minimum, maximum]``."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Real):
+    if _is_bool(value) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {show(value)}")
     number = float(value)
     low = -math.inf if minimum is None else minimum
@@ -132,6 +132,12 @@ def check_steps(value: Any) -> int:
 def show(value: Any) -> str:
     """``repr(value)`` for a one-line message: shortened (reprlib) and with any line breaks (numpy arrays) folded."""
     return " ".join(reprlib.repr(value).split())
+
+
+def _is_bool(value: Any) -> bool:
+    """``bool`` or numpy's boolean (``numpy.bool_``; its type is named ``bool`` in numpy 2), without importing numpy."""
+    kind = type(value)
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"))
 
 
 def _raise_hint(bound: str) -> str:

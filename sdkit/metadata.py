@@ -183,8 +183,9 @@ class GenerationParameters:
         """The parameters written into image ``i`` of this batch: its own seed (and variation seed), as A1111
         writes each image's ``Seed``, with ``Batch pos: i``. They regenerate it as the first image of a batch of
         the same size."""
-        if not 0 <= i < self.batch_size:
-            raise ValueError(f"index must be in [0, {self.batch_size}), got {i}")
+        from sdkit.limits import check_int
+
+        i = check_int("index", i, minimum=0, maximum=self.batch_size - 1)
         spec = self.seed_spec
         subseeds = spec.subseeds(self.batch_size)
         return replace(

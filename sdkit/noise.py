@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sdkit import limits
+
 SEED_LIMIT = 2**64
 
 
@@ -133,11 +135,16 @@ class SeedSpec:
         elif self.subseed_strength:
             raise ValueError("subseed: a subseed_strength above 0 needs a subseed")
         if self.resize_from is not None:
+            if isinstance(self.resize_from, (str, bytes)) or not isinstance(self.resize_from, Sequence):
+                raise TypeError(f"seed_resize_from must be a (width, height) pair of ints, got {self.resize_from!r}")
             size = tuple(self.resize_from)
             if len(size) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size):
                 raise TypeError(f"seed_resize_from must be a (width, height) pair of ints, got {self.resize_from!r}")
-            if not all(0 < v <= 16384 for v in size):
-                raise ValueError(f"seed_resize_from must be two sizes in (0, 16384], got {self.resize_from!r}")
+            if not all(0 < v <= limits.MAX_SIDE for v in size):
+                raise ValueError(
+                    f"seed_resize_from must be two sizes in (0, {limits.MAX_SIDE}] (sdkit.limits.MAX_SIDE), "
+                    f"got {self.resize_from!r}"
+                )
             object.__setattr__(self, "resize_from", (int(size[0]), int(size[1])))
         delta = self.eta_noise_seed_delta
         if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, numbers.Integral):

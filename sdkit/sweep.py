@@ -103,6 +103,11 @@ def plan(kit: Any, prompt: str, x: Axis | None, y: Axis | None, fixed: dict[str,
     clash = set(xn) & set(yn) | (set(xn) | set(yn)) & set(fixed)
     if clash:
         raise ValueError(f"parameters {sorted(clash)} are given twice (on an axis and/or as fixed values)")
+    unsupported = sorted(set(fixed) - SWEEPABLE)
+    if unsupported:  # a batched run draws plain seeds and encodes plain prompts: these would be recorded, not applied
+        raise ValueError(
+            f"a sweep cannot fix {unsupported} (its batched runs would not apply them); fixable: {sorted(SWEEPABLE)}"
+        )
     cells = []
     for (r, yvals), (c, xvals) in product(enumerate(yv), enumerate(xv)):
         args: dict[str, Any] = {"prompt": prompt, "negative_prompt": "", **fixed}

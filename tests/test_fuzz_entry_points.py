@@ -369,3 +369,24 @@ def test_an_empty_scheduler_config_means_the_defaults(tiny_sd1_folder, tmp_path)
     (folder / "scheduler" / "scheduler_config.json").write_text("{}")
     kit = sdkit.load(str(folder))
     assert kit.denoiser.schedule.num_timesteps == 1000
+
+
+def test_review_findings(tiny_sd1_kit, tmp_path):
+    """A review's findings, each now a clear error or working: sweeps refuse options their batched runs cannot
+    apply; a size that is not a pair is named; a bool index is refused; numpy 2 booleans are booleans; an output
+    name close to NAME_MAX is written (the temp file's name no longer outgrows it)."""
+    from sdkit.limits import check_bool
+    from sdkit.sweep import sweep
+
+    with pytest.raises(ValueError, match=r"a sweep cannot fix \['clip_skip'\]"):
+        sweep(tiny_sd1_kit, "x", x=("seed", [1]), steps=2, width=32, height=32, clip_skip=2)
+    with pytest.raises(TypeError, match="seed_resize_from"):
+        tiny_sd1_kit.parameters("x", seed_resize_from=64)
+    with pytest.raises(ValueError, match="hires resize_to"):
+        tiny_sd1_kit.parameters("x", hires={"resize_to": 128})
+    gen = tiny_sd1_kit.generate("x", seed=1, steps=1, width=32, height=32, batch_size=2)
+    with pytest.raises(TypeError, match="index"):
+        gen.save(str(tmp_path / "b.png"), index=True)
+    assert check_bool("trace", np.True_) is True  # numpy 1's numpy.bool_ and numpy 2's numpy.bool alike
+    long_name = tmp_path / ("x" * 250 + ".png")
+    assert Path(gen.save(str(long_name))).stat().st_size > 0

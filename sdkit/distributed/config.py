@@ -39,7 +39,7 @@ from sdkit.names import SCHEDULE_NAMES, resolve, schedule_key
 
 AXIS_PARAMS = ("prompt", "negative_prompt", "seed", "cfg", "sampler", "schedule", "steps", "width", "height")
 """What an axis may vary: ``sdkit.sweep.SWEEPABLE`` (a test keeps the two equal)."""
-FIXED_PARAMS = (*AXIS_PARAMS[1:], "clip_skip")
+FIXED_PARAMS = AXIS_PARAMS[1:]
 """``Kit.generate`` arguments a sweep file may fix (the prompt has its own key)."""
 KEYS = ("model", "prompt", "fixed", "x", "y", "out", "max_batch", "lockstep", "latents", "scores")
 SEED_LIMIT = 2**64  # sdkit.noise.SEED_LIMIT
