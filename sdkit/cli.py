@@ -80,7 +80,16 @@ def _quiet_libraries() -> None:
 def _precheck(args: argparse.Namespace) -> None:
     """Checks that need no model (the same ones ``Kit.parameters`` makes), so a typo fails before seconds of
     loading and before any output path is worked out. They import no torch (see the module doc)."""
-    from sdkit.limits import MAX_STEPS, check_area, check_batch_size, check_int, check_number, check_size, check_steps
+    from sdkit.limits import (
+        MAX_STEPS,
+        check_area,
+        check_batch_size,
+        check_int,
+        check_number,
+        check_size,
+        check_steps,
+        usable_cpus,
+    )
     from sdkit.names import SCHEDULE_NAMES, resolve, schedule_key
 
     if not args.prompt.strip():
@@ -111,7 +120,7 @@ def _precheck(args: argparse.Namespace) -> None:
     if args.hires_upscaler is not None and not args.hires_upscaler.strip():
         raise ValueError(f"--hires-upscaler must be a non-empty name, got {args.hires_upscaler!r}")
     if args.threads is not None:  # more threads than CPUs only wait on each other
-        check_int("--threads", args.threads, maximum=os.cpu_count() or 1)
+        check_int("--threads", args.threads, maximum=usable_cpus())
 
 
 def _hires(args: argparse.Namespace) -> dict[str, object] | None:
@@ -185,14 +194,14 @@ def _info(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from sdkit.distributed.config import load_config  # torch-free: a bad file is reported before torch loads
-    from sdkit.limits import check_int
+    from sdkit.limits import check_int, usable_cpus
 
     config = load_config(args.config)
     out = Path(str(args.output or config.out))
     if not out.parent.is_dir():
         raise ValueError(f"--output folder {out.parent} does not exist")
     if args.threads is not None:
-        check_int("--threads", args.threads, maximum=os.cpu_count() or 1)
+        check_int("--threads", args.threads, maximum=usable_cpus())
     from sdkit.distributed.sweep import run_config
 
     _set_threads(args)

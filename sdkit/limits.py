@@ -47,7 +47,13 @@ def default_threads() -> int:
     other at every operation, and the embedded model's operations are too small to gain from splitting. Half the
     CPUs leaves the other half to the rest of the machine; the cap of 4 is a guess (nothing above 2 cores was
     measured), so pass ``--threads`` / ``torch.set_num_threads`` on a large idle machine."""
-    return min(4, max(1, (os.cpu_count() or 1) // 2))
+    return min(4, max(1, usable_cpus() // 2))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, e.g. under ``taskset``)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def decode_memory_gib(width: int, height: int, batch_size: int = 1) -> float:

@@ -186,14 +186,8 @@ class GenerationParameters:
         from sdkit.limits import check_int
 
         i = check_int("index", i, minimum=0, maximum=self.batch_size - 1)
-        spec = self.seed_spec
-        subseeds = spec.subseeds(self.batch_size)
-        return replace(
-            self,
-            seed=spec.seeds(self.batch_size)[i],
-            subseed=subseeds[i] if subseeds else self.subseed,
-            batch_pos=i,
-        )
+        own = self.seed_spec.for_image(i)
+        return replace(self, seed=own.seed, subseed=own.subseed, batch_pos=i)
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``Kit.generate`` that reproduce this image (the first of the batch they make)."""

@@ -288,23 +288,6 @@ class ImageNoise:
         return torch.stack(parts).to(device=self.device, dtype=self.dtype)
 
 
-class SeededNoiseSampler:
-    """A k-diffusion-compatible ``noise_sampler(sigma, sigma_next)`` with one CPU generator per image.
-
-    Stochastic samplers draw from it at each step; seeding it like the initial noise keeps ancestral samplers
-    reproducible and batch-position invariant.
-    """
-
-    def __init__(self, seeds: Sequence[int], like: Tensor) -> None:
-        self.generators = [generator(s) for s in seeds]
-        self.shape = tuple(like.shape[1:])
-        self.device, self.dtype = like.device, like.dtype
-
-    def __call__(self, sigma: Tensor | float | None = None, sigma_next: Tensor | float | None = None) -> Tensor:
-        parts = [torch.randn(self.shape, generator=g, dtype=torch.float32) for g in self.generators]
-        return torch.stack(parts).to(device=self.device, dtype=self.dtype)
-
-
 def noise_sampler_for(seed: int | SeedSpec, like: Tensor) -> ImageNoise:
     """The step noise of a batch like ``like`` whose first image has ``seed``: each image's generator after its
     starting noise (A1111's scheme), so step noise never repeats the starting noise ``randn(batch_seeds(...))``."""

@@ -145,6 +145,7 @@ def test_thread_count(monkeypatch, tmp_path, restore_threads, capsys, argv, omp,
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     monkeypatch.setattr(cli.os, "cpu_count", lambda: cpus)
+    monkeypatch.delattr(cli.os, "sched_getaffinity", raising=False)  # the cpu_count fallback
     assert cli.main(["generate", "x", "-o", str(tmp_path / "o.png"), *argv]) == 2
     assert "stopped before loading" in capsys.readouterr().err
     assert torch.get_num_threads() == expected
@@ -176,5 +177,21 @@ def test_notebooks_get_the_same_default_threads(monkeypatch, restore_threads, om
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     demo_kit("shapes", threads=threads)
     assert torch.get_num_threads() == expected
+
+
+def test_threads_follow_the_cpus_this_process_may_use(monkeypatch, tmp_path, restore_threads, capsys):
+    """Under ``taskset -c 0`` on a 64-core machine: one thread by default, and ``--threads 2`` is refused."""
+    import torch
+
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    _stop_before_loading(monkeypatch)
+    assert cli.main(["generate", "x", "-o", str(tmp_path / "o.png")]) == 2
+    assert torch.get_num_threads() == 1
+    capsys.readouterr()
+    assert cli.main(["generate", "x", "--threads", "2", "-o", str(tmp_path / "o.png")]) == 2
+    assert "--threads must be an integer in [1, 1]" in capsys.readouterr().err

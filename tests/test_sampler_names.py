@@ -77,17 +77,17 @@ def test_every_display_name_round_trips() -> None:
 def test_dpmpp_2m_sde_heun_is_the_heun_solver_of_dpmpp_2m_sde() -> None:
     """A1111's "DPM++ 2M SDE Heun": the registry entry runs dpmpp_2m_sde with solver_type="heun", to the bit;
     that solver's k-diffusion parity is in tests/test_samplers_parity.py."""
-    from sdkit.noise import SeededNoiseSampler
+    from sdkit.noise import noise_sampler_for
 
     x, sigmas = torch.randn(1, 4, 8, 8, dtype=torch.float64), schedules.exponential(8, 0.03, 14.6).double()
 
     def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return x / (1 + sigma.view(-1, 1, 1, 1) ** 2)
 
-    named = samplers.sample("dpmpp_2m_sde_heun", denoiser, x, sigmas, noise_sampler=SeededNoiseSampler([3], x))
+    named = samplers.sample("dpmpp_2m_sde_heun", denoiser, x, sigmas, noise_sampler=noise_sampler_for(3, x))
     heun = samplers.sample("dpmpp_2m_sde", denoiser, x, sigmas, solver_type="heun",
-                           noise_sampler=SeededNoiseSampler([3], x))  # fmt: skip
-    midpoint = samplers.sample("dpmpp_2m_sde", denoiser, x, sigmas, noise_sampler=SeededNoiseSampler([3], x))
+                           noise_sampler=noise_sampler_for(3, x))  # fmt: skip
+    midpoint = samplers.sample("dpmpp_2m_sde", denoiser, x, sigmas, noise_sampler=noise_sampler_for(3, x))
     assert torch.equal(named, heun) and not torch.allclose(named, midpoint)
     assert "dpmpp_2m_sde_heun" in samplers.STOCHASTIC
 

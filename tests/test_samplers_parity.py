@@ -21,7 +21,7 @@ from sampler_fixtures import (
 
 from sdkit import samplers, schedules
 from sdkit.denoisers import DiscreteSchedule
-from sdkit.noise import SeededNoiseSampler
+from sdkit.noise import noise_sampler_for
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Should have t[ab]"),  # torchsde float32 edge noise
@@ -65,8 +65,8 @@ def _run_both(name: str, options: dict[str, Any], denoiser: Any, x: torch.Tensor
         theirs["noise_sampler"] = K.BrownianTreeNoiseSampler(x, lo, hi, seed=[11, 12])
         ours["noise_sampler"] = K.BrownianTreeNoiseSampler(x, lo, hi, seed=[11, 12])
     elif name in samplers.STOCHASTIC:
-        theirs["noise_sampler"] = SeededNoiseSampler([11, 12], x)
-        ours["noise_sampler"] = SeededNoiseSampler([11, 12], x)
+        theirs["noise_sampler"] = noise_sampler_for(11, x)
+        ours["noise_sampler"] = noise_sampler_for(11, x)
     elif options.get("s_churn"):
         # k-diffusion draws churn noise from the global RNG at every step (even where gamma = 0); sdkit asks
         # its noise sampler only where it churns, so hand it k-diffusion's per-step draws by step index.

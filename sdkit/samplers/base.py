@@ -123,7 +123,7 @@ def noise_source(
     """Where a stochastic sampler draws its step noise from.
 
     - ``noise_sampler``: any k-diffusion-style ``(sigma, sigma_next) -> noise like x`` (e.g.
-      ``sdkit.noise.SeededNoiseSampler`` or k-diffusion's ``BrownianTreeNoiseSampler``);
+      ``sdkit.noise.noise_sampler_for(seed, x)`` or k-diffusion's ``BrownianTreeNoiseSampler``);
     - ``generator=int``: ``sdkit.noise.noise_sampler_for(seed, x)``, one CPU generator per image (the same
       seed gives the same image on any device and at any batch position);
     - ``generator=torch.Generator``: draws ``randn`` of x's shape from it.

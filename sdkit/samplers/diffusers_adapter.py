@@ -80,7 +80,7 @@ class StepNoise:
     - ``generator=``: a ``torch.Generator`` or a list goes to ``step`` as is (diffusers' own convention); an int
       seed becomes ``sdkit.noise.noise_sampler_for(seed, x)``, handled as below;
     - ``noise_sampler=`` with per-image CPU ``generators`` whose next draws are its step noise (what
-      ``noise_sampler_for`` returns, and ``SeededNoiseSampler``): the generators go to ``step`` as the list, so
+      ``noise_sampler_for`` returns): the generators go to ``step`` as the list, so
       the scheduler draws (in its own dtype) from the streams sdkit's samplers would, and only when it needs
       noise;
     - any other ``noise_sampler`` (e.g. a Brownian tree): called once per step for ``variance_noise=`` when
