@@ -111,3 +111,18 @@ class CellFolder:
         line = json.dumps({"cell": self.name(row, col), "row": row, "col": col, "rank": rank, "pid": os.getpid()})
         with open(self.path / "renders.log", "a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+
+def collect(group: Any, folder: CellFolder) -> None:
+    """Send rank 0 the cells it cannot see (each machine writes to its own disk unless the folder is shared)."""
+    everything = {(r, c) for r in range(folder.rows) for c in range(folder.cols)}
+    lacking = group.broadcast(sorted(everything - folder.done()) if group.is_main else None)
+    if not lacking or group.world_size == 1:
+        return
+    mine = {} if group.is_main else {rc: folder.read_bytes(*rc) for rc in lacking if folder.file(*rc).exists()}
+    received = group.gather(mine)
+    for part in received or []:
+        for (r, c), files in part.items():
+            folder.write_bytes(r, c, files)
+    if group.is_main and (missing := everything - folder.done()):
+        raise RuntimeError(f"cells {sorted(missing)[:5]} are on no process's disk after the sweep")

@@ -67,6 +67,17 @@ class Group:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.world_size > 1:
+            dist.barrier()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``tensor`` over all ranks, in place (on the tensor's device)."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
     def add(self, key: str, n: int) -> int:
         """Add ``n`` to the shared counter ``key``; its new value (``n=0`` reads it)."""
         if self.store is None:

@@ -44,13 +44,15 @@ def cost(item: list[Cell]) -> int:
     return sum(c.params.steps for c in item)
 
 
-def assign(items: list[list[Any]], world_size: int) -> list[int]:
-    """The rank that renders each item: largest cost first, each to the least loaded rank (lowest rank on ties).
-    Deterministic, so every process computes the same assignment from the same items."""
+def assign(items: list[list[Any]], world_size: int, costs: list[int] | None = None) -> list[int]:
+    """The rank that renders each item: largest cost first (``costs``, default ``cost`` of each item of cells), each
+    to the least loaded rank (lowest rank on ties). Deterministic, so every process computes the same assignment
+    from the same items."""
+    costs = [cost(item) for item in items] if costs is None else costs
     load = [0] * world_size
     owner = [0] * len(items)
-    for i in sorted(range(len(items)), key=lambda i: (-cost(items[i]), i)):
+    for i in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
         rank = min(range(world_size), key=lambda r: (load[r], r))
         owner[i] = rank
-        load[rank] += cost(items[i])
+        load[rank] += costs[i]
     return owner

@@ -19,9 +19,8 @@ A stopped sweep is resumed by running the same command again: only the missing c
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ from typing import Any
 from sdkit.distributed.cells import CellFolder
 from sdkit.distributed.config import SweepConfig
 from sdkit.distributed.group import Group, join
-from sdkit.distributed.plan import assign, auto_max_batch, work_items
+from sdkit.distributed.plan import auto_max_batch, cost, work_items
 from sdkit.distributed.scores import SCORERS, Scorer
+from sdkit.distributed.share import Rendered, render_share
 from sdkit.limits import show
 from sdkit.sweep import Axis, Cell, plan, sweep
 from sdkit.viz.grid import Grid
@@ -119,37 +119,15 @@ def distributed_sweep(
             )
     done: set[tuple[int, int]] = set().union(*(seen for _, seen in views))
     items = work_items(cells, max_batch, lockstep, done)
-    owners = assign(items, group.world_size)
-    total = sum(len(item) for item in items)
-    counter = f"cells-{settled['run']}"
 
-    bar = None
-    if progress and group.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(cells), initial=len(done), desc="sweep", unit="cell")
-
-    def show_progress(value: int) -> None:
-        if bar is not None:
-            bar.n = len(done) + value
-            bar.refresh()
-
-    start = time.perf_counter()
-    for item, owner in zip(items, owners, strict=True):
-        if owner != group.rank:
-            continue
+    def render(item: list[Cell]) -> Iterator[Rendered]:
         grid = sweep(kit, prompt, *_axis_of(item, axes), max_batch=max_batch, lockstep=lockstep, **fixed)
         for j, cell in enumerate(item):
-            _write_cell(folder, cell, grid, j, latents)
-            folder.log(cell.row, cell.col, group.rank)
-            show_progress(group.add(counter, 1))
-            if on_cell is not None:
-                on_cell(cell.row, cell.col)
-    group.wait_for(counter, total, on_change=show_progress)
-    seconds = time.perf_counter() - start
-    if bar is not None:
-        bar.close()
-    _collect(group, folder)
+            yield cell.row, cell.col, _generation(cell, grid, j), _latents(grid, j) if latents else None
+
+    total = sum(len(item) for item in items)
+    seconds = render_share(group, folder, items, [cost(item) for item in items], render, run=settled["run"],
+                           already_done=len(done), desc="sweep", progress=progress, on_cell=on_cell)  # fmt: skip
     if not group.is_main:
         return None
     parameters: list[list[Any]] = [[None] * len(xv) for _ in yv]
@@ -208,28 +186,15 @@ def _axis_of(item: list[Cell], axes: Any) -> tuple[Axis | None, None]:
     return (names, values), None
 
 
-def _write_cell(folder: CellFolder, cell: Cell, grid: Grid, j: int, latents: bool) -> None:
+def _generation(cell: Cell, grid: Grid, j: int) -> Any:
     from sdkit import Generation  # the facade: wherever the class lives
 
     p = cell.params
-    generation = Generation(images=[grid.images[0][j]], seed=p.seed, infotext=p.infotext(), parameters=p)
-    lat = grid.latents[0][j].tensor.detach().cpu() if latents and grid.latents is not None else None
-    folder.write(cell.row, cell.col, generation, lat)
+    return Generation(images=[grid.images[0][j]], seed=p.seed, infotext=p.infotext(), parameters=p)
 
 
-def _collect(group: Group, folder: CellFolder) -> None:
-    """Send rank 0 the cells it cannot see (each machine writes to its own disk unless the folder is shared)."""
-    everything = {(r, c) for r in range(folder.rows) for c in range(folder.cols)}
-    lacking = group.broadcast(sorted(everything - folder.done()) if group.is_main else None)
-    if not lacking or group.world_size == 1:
-        return
-    mine = {} if group.is_main else {rc: folder.read_bytes(*rc) for rc in lacking if folder.file(*rc).exists()}
-    received = group.gather(mine)
-    for part in received or []:
-        for (r, c), files in part.items():
-            folder.write_bytes(r, c, files)
-    if group.is_main and (missing := everything - folder.done()):
-        raise RuntimeError(f"cells {sorted(missing)[:5]} are on no process's disk after the sweep")
+def _latents(grid: Grid, j: int) -> Any:
+    return None if grid.latents is None else grid.latents[0][j].tensor.detach().cpu()
 
 
 def _recorded_max_batch(folder: CellFolder) -> int | None:

@@ -13,10 +13,18 @@ read from disk. The diffusion stages encode each pool once with the frozen VAE a
 from that cached posterior (``--no-cache-latents`` renders and encodes each batch instead).
 ``--time-budget-s`` splits the wall time across the stages (25/55/20%) and stops each gracefully; after every
 stage the model is exported (``export.py``), so a usable folder always exists.
-``--resume`` continues from ``OUT/checkpoint.pt``. Everything is seeded: the same seed and step counts
-give the same model (time budgets make the step counts depend on the machine's speed).
+``--resume`` continues from ``OUT/checkpoint.pt`` (exactly: data and noise depend only on the seed and the step),
+or, where only an exported folder survived (``OUT/model``, fp16 EMA weights and the step they were taken at), from
+that folder with a re-warmed optimizer. ``--run-steps N`` stops after N steps, writing both; so a GPU lent for a
+quarter of an hour trains, and the next one resumes where it stopped. Everything is seeded: the same seed and step
+counts give the same model (time budgets make the step counts depend on the machine's speed).
+
+Every step's loss goes to ``OUT/losses.jsonl``; ``--eval-every N`` scores the model every N UNet steps into
+``OUT/curve.jsonl`` (``sdkit.models.shapes.curve``). Under ``torchrun`` the run is data-parallel
+(``sdkit.models.shapes.parallel``); ``--precision`` picks bf16 or fp16 autocast (fp16 with a gradient scaler).
 
     python -m sdkit.models.shapes.train --out runs/shapes --device cuda --time-budget-s 440
+    torchrun --standalone --nproc_per_node gpu -m sdkit.models.shapes.train --out runs/shapes --device cuda
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +43,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sdkit.distributed.group import Group, join
 from sdkit.models.shapes import architecture as arch
 from sdkit.models.shapes import world
 from sdkit.models.shapes.captions import token_ids
 from sdkit.models.shapes.export import export
+from sdkit.models.shapes.parallel import Split, StageLoss, StepSync, accumulating, take, wrap
+from sdkit.models.shapes.pool import ScenePool
+from sdkit.models.shapes.sampling import alphas_cumprod, sample
+
+__all__ = ["Config", "Trainer", "main", "alphas_cumprod", "sample", "ScenePool", "PRECISIONS"]
 
 STAGES = ("vae", "unet", "controlnet")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TIME_SHARE = {"vae": 0.25, "unet": 0.55, "controlnet": 0.20}
 
 
@@ -50,7 +66,12 @@ class Config:
     vae_steps: int = 6000
     unet_steps: int = 20000
     controlnet_steps: int = 4000
-    batch: int = 0  # 0: 256 VAE / 1024 UNet / 512 ControlNet images on CUDA, 16 / 32 / 16 on CPU
+    batch: int = 0  # global batch (all processes): 0: 256 VAE / 1024 UNet / 512 ControlNet on CUDA, 16 / 32 / 16 on CPU
+    accumulate: int = 1  # micro-batches per process and step (gradient accumulation)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16, fp16 (with a gradient scaler)
+    run_steps: int = 0  # stop this run after so many steps, with checkpoint and export written; 0: no limit
+    eval_every: int = 0  # score the model every N UNet steps into curve.jsonl; 0: only at the end of the stage
+    curve_n: int = 0  # prompts per row of each learning-curve point; 0: 64 on CUDA, 8 on CPU
     seed: int = 0
     resume: bool = False
     time_budget_s: float = 0.0  # 0: no limit, run all steps
@@ -84,111 +105,57 @@ def _seed(cfg: Config, stage: str, step: int) -> int:
     return (cfg.seed * 1_000_003 + STAGES.index(stage) * 100_000_007 + step) % (2**62)
 
 
-def alphas_cumprod(n: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Tensor:
-    """SD's "scaled_linear" schedule: betas linear in sqrt space; returns abar_t = prod(1 - beta)."""
-    betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
-
-
-@torch.no_grad()
-def sample(
-    unet: Any,
-    text: Tensor,
-    uncond: Tensor,
-    acp: Tensor,
-    *,
-    steps: int = 20,
-    cfg: float = 7.5,
-    seed: int = 0,
-    controlnet: Any = None,
-    cond: Tensor | None = None,
-) -> Tensor:
-    """Euler sampling with classifier-free guidance, for in-training evaluation only (the real samplers live
-    in ``sdkit.samplers``). Works in k-diffusion's sigma space: sigma_t = sqrt((1 - abar_t) / abar_t)."""
-    b, device = text.shape[0], text.device
-    ts = torch.linspace(len(acp) - 1, 0, steps, device=device).round().long()
-    sigmas = torch.cat([((1 - acp[ts]) / acp[ts]).sqrt(), torch.zeros(1, device=device)])
-    g = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same images on any device
-    x = torch.randn(b, 4, 8, 8, generator=g).to(device) * sigmas[0]
-    both = torch.cat([uncond, text])
-    for i, t in enumerate(ts):
-        x_in = torch.cat([x, x]) / (sigmas[i] ** 2 + 1).sqrt()  # c_in: undo the VP scaling the UNet expects
-        extra: dict[str, Any] = {}
-        if controlnet is not None:
-            assert cond is not None, "a ControlNet needs its condition image"
-            down, mid = controlnet(x_in, t, both, controlnet_cond=torch.cat([cond, cond]), return_dict=False)
-            extra = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
-        eps_u, eps_c = unet(x_in, t, both, **extra).sample.float().chunk(2)
-        eps = eps_u + cfg * (eps_c - eps_u)
-        denoised = x - sigmas[i] * eps
-        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])  # Euler: dx/dsigma = (x - x0) / sigma
-    return x
-
-
-class ScenePool:
-    """Random scenes packed as tensors on the device, with their token ids: a batch is an index draw.
-
-    Once the VAE is frozen, ``cache_latents`` encodes every scene once; the diffusion stages then draw their
-    latents from the cached posterior (mean, std) instead of rendering and encoding each batch again."""
-
-    def __init__(self, n: int, seed: int, device: str, person_fraction: float = 0.15) -> None:
-        scenes = world.sample_scenes(n, seed, person_fraction=person_fraction)
-        self.packed = world.pack(scenes, device)
-        self.ids = token_ids([world.caption(s) for s in scenes]).to(device)
-        self.n = n
-        self.posterior: tuple[Tensor, Tensor] | None = None
-
-    def batch(self, idx: Tensor) -> dict[str, Tensor]:
-        return {k: v[idx] for k, v in self.packed.items()}
-
-    @torch.no_grad()
-    def cache_latents(self, vae: Any, chunk: int, autocast: contextlib.AbstractContextManager[Any]) -> None:
-        means, stds = [], []
-        for start in range(0, self.n, chunk):
-            idx = torch.arange(start, min(start + chunk, self.n), device=self.ids.device)
-            with autocast:
-                post = vae.encode(world.render_packed(self.batch(idx)) * 2 - 1).latent_dist
-            means.append(post.mean.float())
-            stds.append(post.std.float())
-        self.posterior = (torch.cat(means), torch.cat(stds))
-
-
 class Trainer:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, group: Group | None = None) -> None:
         if cfg.init_stage not in ("unet", "controlnet"):
             raise ValueError(f"init_stage must be 'unet' or 'controlnet', got {cfg.init_stage!r}")
         if cfg.init_stage == "controlnet" and cfg.skip_controlnet:
             raise ValueError("init_stage='controlnet' with skip_controlnet leaves nothing to train")
-        self.cfg, self.device, self.t0 = cfg, torch.device(cfg.device), time.monotonic()
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+        if cfg.accumulate < 1 or cfg.run_steps < 0 or cfg.eval_every < 0:
+            raise ValueError("accumulate must be >= 1, run_steps and eval_every >= 0")
+        self.group = group if group is not None else join()
+        device = torch.device(cfg.device)
+        if device.type == "cuda" and self.group.device.type == "cuda":
+            device = self.group.device  # one GPU per process: torchrun's LOCAL_RANK
+        self.cfg, self.device, self.t0 = cfg, device, time.monotonic()
+        self.split = Split(self.group.rank, self.group.world_size, cfg.accumulate)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.batch = _batch_sizes(cfg)
         self.cuda = self.device.type == "cuda"
+        self.precision = cfg.precision if cfg.precision != "auto" else ("bf16" if self.cuda else "fp32")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if self.cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial weights in every process
         self.vae = arch.make_vae().to(self.device)
         self.text_encoder = arch.make_text_encoder().to(self.device)
         self.unet = arch.make_unet().to(self.device)
         self.controlnets: dict[str, Any] = {}
         self.latent_scale = 1.0
         self.stage, self.step = "vae", 0
+        self.samples: dict[str, int] = {}  # samples seen per stage, over all processes
+        self.warm_from = 0  # the step the learning-rate warmup starts from (a resume from weights alone re-warms)
         self.metrics: dict[str, Any] = {}
         self.opt: torch.optim.Optimizer | None = None
+        self.model: torch.nn.Module | None = None  # the stage's StageLoss, under DDP when there are several processes
         self.ema: list[Tensor] | None = None
         self.acp = alphas_cumprod().to(self.device)
         self.empty_ids = token_ids([""]).to(self.device)
         self.pools: dict[str, ScenePool] = {}
+        self.sync = StepSync(self.group, self.device)
         self.last_ckpt = time.monotonic()
-        self.log_file = open(self.out / "train.log", "a")  # noqa: SIM115 - lives as long as the trainer
+        self.log_file = open(self.out / "train.log", "a") if self.group.is_main else None  # noqa: SIM115
         if cfg.init_from:
             self.load_exported(Path(cfg.init_from))
 
-    def load_exported(self, folder: Path) -> None:
+    def load_exported(self, folder: Path, stage: str | None = None) -> dict[str, Any]:
         """Start from an exported model (e.g. a shorter earlier run): its VAE is kept frozen, training resumes
-        at ``init_stage`` with fresh optimizer state."""
+        at ``init_stage`` (or ``stage``) with fresh optimizer state. Returns the folder's ``sdkit.json``."""
         from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
         from transformers import CLIPTextModel
 
@@ -206,7 +173,7 @@ class Trainer:
         self.metrics = {k: v for k, v in info.get("metrics", {}).items() if k.startswith("vae_")}
         self.metrics["init_unet_steps"] = info.get("metrics", {}).get("unet_steps", 0)
         self.vae.eval().requires_grad_(False)
-        self.stage, self.step = self.cfg.init_stage, 0
+        self.stage, self.step = stage or self.cfg.init_stage, 0
         if self.stage == "controlnet":
             self.metrics = {k: v for k, v in info.get("metrics", {}).items() if not k.startswith("controlnet")}
             self.metrics["init_controlnet_steps"] = (
@@ -215,32 +182,39 @@ class Trainer:
             for m in (self.unet, self.text_encoder):
                 m.eval().requires_grad_(False)
         self.log(f"initialised from {folder} at stage {self.stage} (latent scale {self.latent_scale:.4f})")
+        return info
 
     # ------------------------------------------------------------------------------------------ utilities
     def log(self, msg: str) -> None:
+        """A line on rank 0's output and in ``train.log`` (other ranks stay quiet)."""
+        if self.log_file is None:
+            return
         line = f"[{time.monotonic() - self.t0:7.1f}s] {msg}"
         print(line, flush=True)
         self.log_file.write(line + "\n")
         self.log_file.flush()
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def pool(self, name: str) -> ScenePool:
+        """A scene pool, the same in every process (seeded)."""
         if name not in self.pools:
             cfg = self.cfg
             n = cfg.pool or (131072 if self.cuda else 4096)
             t = time.monotonic()
             person = 1.0 if name == "person" else 0.15
             n = n // 4 if name == "person" else n  # people only feed the pose ControlNet
-            self.pools[name] = ScenePool(n, cfg.seed + len(name), cfg.device, person_fraction=person)
+            self.pools[name] = ScenePool(n, cfg.seed + len(name), self.device, person_fraction=person)
             self.log(f"pool {name}: {n} scenes in {time.monotonic() - t:.1f}s")
         return self.pools[name]
 
     def draw(self, pool: str, stage: str, step: int) -> tuple[dict[str, Tensor], Tensor, torch.Generator, Tensor]:
-        """One batch of packed scenes and token ids, a generator for this step's noise, and the scene indices."""
+        """One global batch of packed scenes and token ids, a generator for this step's noise, and the scene
+        indices: the same in every process."""
         g = torch.Generator(self.device).manual_seed(_seed(self.cfg, stage, step))
         p = self.pool(pool)
         idx = torch.randint(0, p.n, (self.batch[stage],), generator=g, device=self.device)
@@ -250,11 +224,16 @@ class Trainer:
         """x_0 for the diffusion loss: a posterior sample of each scene's latent, from the pool's cache (encoded
         on first use) or, with ``cache_latents`` off, by rendering and encoding the batch now. Both draw the same
         noise from ``g``, so they agree up to the VAE's batch-size rounding."""
+        noise = torch.randn(len(idx), arch.LATENT_CHANNELS, *self.latent_hw, generator=g, device=self.device)
         if not self.cfg.cache_latents:
-            return self.encode(world.render_packed(scenes) * 2 - 1, g)
+            return self.encode(world.render_packed(scenes) * 2 - 1, noise)
         means, stds = self.posterior(pool)
-        mean, std = means[idx], stds[idx]
-        return (mean + std * torch.randn(mean.shape, generator=g, device=self.device)) * self.latent_scale
+        return (means[idx] + stds[idx] * noise) * self.latent_scale
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        side = arch.IMAGE_SIZE // arch.DOWNSAMPLE
+        return side, side
 
     def posterior(self, pool: str) -> tuple[Tensor, Tensor]:
         """The pool's cached latent posterior (mean, std), encoded with the frozen VAE on first use."""
@@ -266,12 +245,11 @@ class Trainer:
         assert p.posterior is not None
         return p.posterior
 
-    def lr_factor(self, step: int, steps: int, started: float, deadline: float) -> float:
-        """Linear warmup, then cosine decay to 10% over the stage (measured in steps or in time)."""
-        progress = step / max(steps, 1)
-        if math.isfinite(deadline):
-            progress = max(progress, (time.monotonic() - started) / max(deadline - started, 1e-6))
-        warm = min(1.0, (step + 1) / self.cfg.warmup)
+    def lr_factor(self, step: int, steps: int, progress: float) -> float:
+        """Linear warmup (from ``warm_from``), then cosine decay to 10% over the stage (in steps, or in time when
+        ``progress``, the share of the stage's time budget used, is further along)."""
+        progress = max(progress, step / max(steps, 1))
+        warm = min(1.0, (step - self.warm_from + 1) / self.cfg.warmup)
         return warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
     def deadline(self, stage: str) -> float:
@@ -285,24 +263,27 @@ class Trainer:
         now = time.monotonic()
         return now + max(0.0, end - now) * share
 
-    def encode(self, x: Tensor, g: torch.Generator) -> Tensor:
+    def encode(self, x: Tensor, noise: Tensor) -> Tensor:
         """Pixels in [-1, 1] -> scaled latents, a sample of the VAE's posterior (as SD trained on)."""
         with torch.no_grad(), self.autocast():
             post = self.vae.encode(x).latent_dist
-            noise = torch.randn(post.mean.shape, generator=g, device=self.device)
             return ((post.mean + post.std * noise) * self.latent_scale).float()
 
     def encode_text(self, ids: Tensor) -> Tensor:
         return self.text_encoder(ids).last_hidden_state
 
-    def trainable(self) -> list[torch.nn.Parameter]:
+    def trained_modules(self) -> list[torch.nn.Module]:
         if self.stage == "vae":
-            return list(self.vae.parameters())
+            return [self.vae]
         if self.stage == "unet":
-            return list(self.unet.parameters()) + list(self.text_encoder.parameters())
-        return [p for m in self.controlnets.values() for p in m.parameters()]
+            return [self.unet, self.text_encoder]
+        return list(self.controlnets.values())
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.trained_modules() for p in m.parameters()]
 
     def make_optimizer(self) -> None:
+        """The stage's optimizer, EMA (UNet stage) and loss module (under DDP with several processes)."""
         lr = {"vae": self.cfg.vae_lr, "unet": self.cfg.unet_lr, "controlnet": self.cfg.controlnet_lr}[self.stage]
         for m in (self.vae, self.text_encoder, self.unet, *self.controlnets.values()):
             m.requires_grad_(False)
@@ -313,33 +294,52 @@ class Trainer:
         for group in self.opt.param_groups:
             group["base_lr"] = lr
         self.ema = [p.detach().clone() for p in params] if self.stage == "unet" else None
+        stage = self.stage
+        loss = self.vae_loss if stage == "vae" else lambda b: self.diffusion_loss(b, stage)
+        self.model = wrap(StageLoss(self.trained_modules(), loss), self.group, find_unused=stage == "controlnet")
 
-    def optimizer_step(self, loss: Tensor, factor: float, step: int) -> None:
-        assert self.opt is not None
+    def train_step(self, batch: dict[str, Any], factor: float, step: int) -> Tensor:
+        """One optimizer step on this process's share of the global ``batch``, in micro-batches; returns this
+        process's mean loss (a device tensor)."""
+        assert self.opt is not None and self.model is not None
         for group in self.opt.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        parts = self.split.micro_slices(len(batch["ids"]))
+        total = torch.zeros((), device=self.device)
+        for k, part in enumerate(parts):
+            with accumulating(self.model, last=k == len(parts) - 1):
+                loss = self.model(take(batch, part))
+                self.scaler.scale(loss / len(parts)).backward()
+            total += loss.detach().float()
+        self.scaler.unscale_(self.opt)
         params = [p for group in self.opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        self.opt.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         if self.ema is not None:  # EMA with a warmup, so early steps do not freeze the random init in
             decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(self.ema, [p.detach() for p in params], 1 - decay)
+        return total / len(parts)
 
     # --------------------------------------------------------------------------------------------- losses
-    def vae_loss(self, step: int) -> Tensor:
-        p, _, g, _ = self.draw("main", "vae", step)
-        x = world.render_packed(p) * 2 - 1
+    def vae_batch(self, step: int) -> dict[str, Any]:
+        """The VAE stage's global batch: scenes and the posterior noise of each."""
+        p, ids, g, _ = self.draw("main", "vae", step)
+        noise = torch.randn(len(ids), arch.LATENT_CHANNELS, *self.latent_hw, generator=g, device=self.device)
+        return {"scenes": p, "ids": ids, "noise": noise}
+
+    def vae_loss(self, b: dict[str, Any]) -> Tensor:
+        x = world.render_packed(b["scenes"]) * 2 - 1
         with self.autocast():
             post = self.vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g, device=self.device)
+            z = post.mean + post.std * b["noise"]
             rec = self.vae.decode(z).sample.float()
         kl = post.kl().float().mean()
         return F.l1_loss(rec, x) + F.mse_loss(rec, x) + self.cfg.kl_weight * kl
 
-    def diffusion_loss(self, step: int, stage: str) -> Tensor:
-        """Forward diffusion: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; learn to predict eps (DDPM eq. 14)."""
+    def diffusion_batch(self, step: int, stage: str) -> dict[str, Any]:
+        """Forward diffusion for a global batch: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (DDPM eq. 14)."""
         pool = "main"
         if stage == "controlnet":  # alternate steps: depth on all scenes, pose on scenes with a person
             pool = "person" if step % 2 else "main"
@@ -351,13 +351,19 @@ class Trainer:
         eps = torch.randn(x0.shape, generator=g, device=self.device)
         abar = self.acp[t].view(-1, 1, 1, 1)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+        return {"scenes": p, "ids": ids, "t": t, "eps": eps, "xt": xt, "pose": pool == "person"}
+
+    def diffusion_loss(self, b: dict[str, Any], stage: str) -> Tensor:
+        """Learn to predict eps from x_t (and, in the ControlNet stage, the scene's depth map or skeleton)."""
+        xt, t, ids = b["xt"], b["t"], b["ids"]
         with self.autocast():
             if stage == "unet":
                 pred = self.unet(xt, t, self.encode_text(ids)).sample
             else:
                 with torch.no_grad():
                     text = self.encode_text(ids)
-                if pool == "person":
+                p = b["scenes"]
+                if b["pose"]:
                     net, cond = self.controlnets["pose"], world.render_pose(world.pose_keypoints_packed(p))
                 else:
                     net, cond = self.controlnets["depth"], world.render_depth_packed(p).expand(-1, 3, -1, -1)
@@ -365,7 +371,7 @@ class Trainer:
                 pred = self.unet(
                     xt, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid
                 ).sample
-        return F.mse_loss(pred.float(), eps)
+        return F.mse_loss(pred.float(), b["eps"])
 
     # --------------------------------------------------------------------------------------------- stages
     def prepare(self, stage: str) -> None:
@@ -382,29 +388,89 @@ class Trainer:
                 if getattr(m, "_compiled_call_impl", None) is None:  # compiled once, not again per stage
                     m.compile()
 
-    def run_stage(self, stage: str, steps: int) -> None:
+    def run_stage(self, stage: str, steps: int) -> bool:
+        """Train ``stage`` up to ``steps`` (or its time budget); False if ``run_steps`` stopped it first."""
+        self.split.check(self.batch[stage], stage)
         self.prepare(stage)
         started, deadline = time.monotonic(), self.deadline(stage)
         if self.opt is None:
             self.make_optimizer()
         self.metrics[f"{stage}_batch"] = self.batch[stage]
-        first, n = self.step, 0
-        running: Tensor | float = 0.0  # a device tensor while summing: no sync per step
-        self.log(f"stage {stage}: steps {self.step}..{steps}, batch {self.batch[stage]}, budget "
+        first, progress, stop = self.step, 0.0, False
+        losses: list[tuple[int, int, Tensor, float]] = []  # (step, samples, loss, lr factor), flushed at log time
+        self.log(f"stage {stage}: steps {self.step}..{steps}, batch {self.batch[stage]} = {self.group.world_size} "
+                 f"process(es) x {self.cfg.accumulate} micro-batch(es), {self.precision}, budget "
                  f"{deadline - started if math.isfinite(deadline) else math.inf:.0f}s")  # fmt: skip
-        while self.step < steps and time.monotonic() < deadline:
-            loss_fn = self.vae_loss if stage == "vae" else lambda s: self.diffusion_loss(s, stage)
-            loss = loss_fn(self.step)
-            self.optimizer_step(loss, self.lr_factor(self.step, steps, started, deadline), self.step)
-            running, n, self.step = running + loss.detach(), n + 1, self.step + 1
+        while self.step < steps and not stop:
+            if self.cfg.run_steps and self.step - first >= self.cfg.run_steps:
+                self.flush_losses(stage, losses)
+                return False
+            batch = self.vae_batch(self.step) if stage == "vae" else self.diffusion_batch(self.step, stage)
+            factor = self.lr_factor(self.step, steps, progress)
+            local = self.train_step(batch, factor, self.step)
+            now = time.monotonic()
+            if math.isfinite(deadline):
+                progress = (now - started) / max(deadline - started, 1e-6)
+            loss, stop, progress = self.sync(local, now >= deadline, progress)  # rank 0's clock decides for all
+            self.step += 1
+            self.samples[stage] = self.samples.get(stage, 0) + self.batch[stage]
+            losses.append((self.step, self.samples[stage], loss, factor))
             if self.step % self.cfg.log_every == 0 or self.step == steps:
                 per_step = (time.monotonic() - started) / (self.step - first)
-                self.log(f"{stage} step {self.step}: loss {float(running) / n:.4f}  {per_step:.3f} s/step")
-                running, n = 0.0, 0
-            if time.monotonic() - self.last_ckpt > self.cfg.checkpoint_every_s:
+                mean = self.flush_losses(stage, losses)
+                self.log(f"{stage} step {self.step}: loss {mean:.4f}  {per_step:.3f} s/step")
+            if stage == "unet" and self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
+                self.flush_losses(stage, losses)
+                self.curve_point()
+            if self.group.is_main and time.monotonic() - self.last_ckpt > self.cfg.checkpoint_every_s:
                 self.save_checkpoint()
+        self.flush_losses(stage, losses)
         self.metrics[f"{stage}_steps"] = self.step
         self.metrics[f"{stage}_s_per_step"] = (time.monotonic() - started) / max(self.step - first, 1)
+        return True
+
+    def flush_losses(self, stage: str, losses: list[tuple[int, int, Tensor, float]]) -> float:
+        """Append the logged steps to ``losses.jsonl`` (rank 0) and empty ``losses``; their mean loss."""
+        if not losses:
+            return math.nan
+        values = torch.stack([loss for _, _, loss, _ in losses]).tolist()  # one device sync per flush
+        if self.group.is_main:
+            with open(self.out / "losses.jsonl", "a", encoding="utf-8") as f:
+                for (step, samples, _, factor), value in zip(losses, values, strict=True):
+                    row = {"stage": stage, "step": step, "samples": samples, "loss": value, "lr_factor": factor}
+                    f.write(json.dumps(row) + "\n")
+        losses.clear()
+        return sum(values) / len(values)
+
+    def curve_point(self) -> None:
+        """One point of the learning curve: the EMA weights scored on every scorecard row (rank 0), appended to
+        ``curve.jsonl`` with the samples seen."""
+        from sdkit.models.shapes import curve
+
+        if self.group.is_main:
+            n = self.cfg.curve_n or (64 if self.cuda else 8)
+            with self.ema_weights():
+                scores = curve.score(self, n)
+            row = {"stage": self.stage, "step": self.step, "samples": self.samples.get(self.stage, 0), **scores}
+            with open(self.out / "curve.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            self.log("curve " + json.dumps(row))
+        self.group.barrier()
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Any:
+        """The EMA weights in place of the trained ones for the duration (no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        params = [p for group in self.opt.param_groups for p in group["params"]] if self.opt else []
+        saved = [p.detach().clone() for p in params]
+        torch._foreach_copy_([p.data for p in params], self.ema)
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            torch._foreach_copy_([p.data for p in params], saved)
 
     def finish_vae(self) -> None:
         """Freeze the VAE, measure PSNR, and set the latent scale to 1 / std of the latents (SD's recipe)."""
@@ -412,8 +478,9 @@ class Trainer:
         p, _, g, _ = self.draw("main", "vae", 10**9)
         x = world.render_packed(p) * 2 - 1
         self.latent_scale = 1.0
+        noise = torch.randn(len(x), arch.LATENT_CHANNELS, *self.latent_hw, generator=g, device=self.device)
         with torch.no_grad(), self.autocast():
-            z = self.encode(x, g)
+            z = self.encode(x, noise)
             rec = self.vae.decode(z).sample.float().clamp(-1, 1)
         self.latent_scale = float(1 / z.float().std())
         mse = F.mse_loss((rec + 1) / 2, (x + 1) / 2, reduction="none").mean((1, 2, 3))
@@ -428,7 +495,9 @@ class Trainer:
             self.ema = None
         self.unet.eval().requires_grad_(False)
         self.text_encoder.eval().requires_grad_(False)
-        self.evaluate()
+        if self.group.is_main:
+            self.evaluate()
+        self.group.barrier()
 
     def new_controlnets(self) -> dict[str, Any]:
         """Depth and pose ControlNets copied from the UNet as it is now."""
@@ -442,6 +511,17 @@ class Trainer:
         if not self.controlnets:
             self.controlnets = self.new_controlnets()
 
+    @torch.no_grad()
+    def images_for(self, prompts: list[str], *, cfg: float = 7.5, seed: int = 0, **control: Any) -> Tensor:
+        """Images in [0, 1] for ``prompts``: 20 Euler steps with guidance ``cfg`` on the models as they are now
+        (``control``: ``controlnet=`` and ``cond=`` for a ControlNet)."""
+        text = self.encode_text(token_ids(prompts).to(self.device))
+        uncond = self.encode_text(token_ids([""] * len(prompts)).to(self.device))
+        with self.autocast():
+            latents = sample(self.unet, text, uncond, self.acp, steps=20, cfg=cfg, seed=seed, **control)
+            images = ((self.vae.decode(latents / self.latent_scale).sample.float() + 1) / 2).clamp(0, 1)
+        return images.cpu()
+
     def evaluate(self, control: bool = False) -> None:
         try:
             from sdkit.models.shapes import evaluate as ev
@@ -450,37 +530,31 @@ class Trainer:
         n = self.cfg.eval_n or (256 if self.cuda else 16)
         scenes = world.sample_scenes(n, self.cfg.seed + 12345, full_caption=True, person_fraction=0.0)
         prompts = [world.caption(s) for s in scenes]
-        text = self.encode_text(token_ids(prompts).to(self.device))
-        uncond = self.encode_text(token_ids([""] * n).to(self.device))
-        kw: dict[str, Any] = {}
         if control:
-            kw = dict(controlnet=self.controlnets["depth"], cond=world.render_depth(scenes, self.device))
-            kw["cond"] = kw["cond"].expand(-1, 3, -1, -1)
-        with torch.no_grad(), self.autocast():
-            latents = sample(self.unet, text, uncond, self.acp, steps=20, cfg=7.5, seed=self.cfg.seed, **kw)
-            images = ((self.vae.decode(latents / self.latent_scale).sample.float() + 1) / 2).clamp(0, 1)
-        if control:
-            iou = ev.depth_iou(images.cpu(), world.render_depth(scenes))
-            self.metrics["depth_iou"] = float(iou.mean())
+            depth = world.render_depth(scenes, self.device).expand(-1, 3, -1, -1)
+            images = self.images_for(prompts, seed=self.cfg.seed, controlnet=self.controlnets["depth"], cond=depth)
+            self.metrics["depth_iou"] = float(ev.depth_iou(images, world.render_depth(scenes)).mean())
             persons = world.sample_scenes(n, self.cfg.seed + 777, person_fraction=1.0, full_caption=True)
             kp = world.pose_keypoints(persons).to(self.device)
-            text = self.encode_text(token_ids([world.caption(s) for s in persons]).to(self.device))
-            with torch.no_grad(), self.autocast():
-                latents = sample(self.unet, text, uncond, self.acp, steps=20, cfg=7.5, seed=self.cfg.seed,
-                                 controlnet=self.controlnets["pose"], cond=world.render_pose(kp))  # fmt: skip
-                images = ((self.vae.decode(latents / self.latent_scale).sample.float() + 1) / 2).clamp(0, 1)
-            self.metrics["pose_coverage"] = float(ev.pose_coverage(images.cpu(), kp.cpu()).mean())
+            images = self.images_for([world.caption(s) for s in persons], seed=self.cfg.seed,
+                                     controlnet=self.controlnets["pose"], cond=world.render_pose(kp))  # fmt: skip
+            self.metrics["pose_coverage"] = float(ev.pose_coverage(images, kp.cpu()).mean())
         else:
-            result = ev.evaluate(images.cpu(), prompts)
+            result = ev.evaluate(self.images_for(prompts, seed=self.cfg.seed), prompts)
             self.metrics.update({f"eval_{k}": v for k, v in result.items() if isinstance(v, float)})
         self.log("eval " + json.dumps({k: round(v, 4) for k, v in self.metrics.items() if isinstance(v, float)}))
 
     # ------------------------------------------------------------------------------- checkpoint + export
     def save_checkpoint(self) -> None:
+        """The whole training state (rank 0 writes it; every process holds the same weights)."""
+        if not self.group.is_main:
+            return
         state = {
             "config": asdict(self.cfg),
             "stage": self.stage,
             "step": self.step,
+            "samples": self.samples,
+            "warm_from": self.warm_from,
             "latent_scale": self.latent_scale,
             "metrics": self.metrics,
             "vae": self.vae.state_dict(),
@@ -488,6 +562,7 @@ class Trainer:
             "unet": self.unet.state_dict(),
             "controlnets": {k: m.state_dict() for k, m in self.controlnets.items()},
             "opt": self.opt.state_dict() if self.opt else None,
+            "scaler": self.scaler.state_dict(),
             "ema": self.ema,
         }
         tmp = self.out / "checkpoint.pt.tmp"
@@ -496,8 +571,13 @@ class Trainer:
         self.last_ckpt = time.monotonic()
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.out / "checkpoint.pt", map_location=self.device, weights_only=True)
+        """Resume from ``checkpoint.pt``: rank 0 reads it and sends it to the others (no shared disk needed)."""
+        state = None
+        if self.group.is_main:
+            state = torch.load(self.out / "checkpoint.pt", map_location="cpu", weights_only=True)
+        state = self.group.broadcast(state)
         self.stage, self.step = state["stage"], state["step"]
+        self.samples, self.warm_from = state.get("samples", {}), state.get("warm_from", 0)
         self.latent_scale, self.metrics = state["latent_scale"], state["metrics"]
         for name in ("vae", "text_encoder", "unet"):
             getattr(self, name).load_state_dict(state[name])
@@ -514,34 +594,83 @@ class Trainer:
             self.make_optimizer()
             assert self.opt is not None
             self.opt.load_state_dict(state["opt"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
             if state["ema"] is not None:
-                self.ema = state["ema"]
+                self.ema = [e.to(self.device) for e in state["ema"]]
+        self.truncate_records()
         self.log(f"resumed at stage {self.stage}, step {self.step}")
 
+    def resume_from_export(self, folder: Path) -> None:
+        """Resume from an exported folder alone (fp16 EMA weights, as committed between GPU sessions): the weights
+        become both the trained and the EMA weights, the optimizer starts fresh and re-warms."""
+        info = json.loads((folder / "sdkit.json").read_text())
+        training = info.get("training")
+        if not training or training.get("stage") not in ("unet", "controlnet"):
+            raise ValueError(f"resume: {folder} records no interrupted UNet or ControlNet stage to continue")
+        self.load_exported(folder, stage=training["stage"])
+        self.metrics.update(info.get("metrics", {}))
+        self.step, self.samples = int(training["step"]), dict(training.get("samples", {}))
+        self.warm_from = self.step
+        self.truncate_records()
+        self.log(f"resumed from the exported weights at stage {self.stage}, step {self.step} (optimizer re-warmed)")
+
+    def truncate_records(self) -> None:
+        """Drop loss and curve rows written after the state being resumed (a run killed after its last checkpoint
+        wrote some): the resumed run writes them again, so the files hold one curve."""
+        if not self.group.is_main:
+            return
+        order = {s: i for i, s in enumerate((*STAGES, "done"))}
+        for name in ("losses.jsonl", "curve.jsonl"):
+            path = self.out / name
+            if not path.exists():
+                continue
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                later = (order[row["stage"]], row["step"]) > (order[self.stage], self.step)
+                if not later:
+                    kept.append(line)
+            path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+
     def export(self) -> None:
-        """Write the diffusers folder. Before the ControlNet stage the folder gets untrained placeholder
+        """Write the diffusers folder (rank 0). Before the ControlNet stage the folder gets untrained placeholder
         ControlNets (zero output: they change nothing), which are not kept: that stage copies the UNet it ends
-        up with."""
+        up with. In the middle of a stage the UNet stage exports its EMA weights, and ``sdkit.json`` records where
+        training stopped, so that the folder alone can resume (``resume_from_export``)."""
+        if not self.group.is_main:
+            return
         t = time.monotonic()
         done = len(STAGES) if self.stage == "done" else STAGES.index(self.stage)
-        info = {"metrics": self.metrics, "trained_stages": list(STAGES[:done])}
+        info: dict[str, Any] = {"metrics": self.metrics, "trained_stages": list(STAGES[:done])}
+        if self.stage != "done" and self.step > 0:
+            info["training"] = {"stage": self.stage, "step": self.step, "samples": self.samples}
         controlnets = self.controlnets or self.new_controlnets()
-        folder = export(self.out / "model", vae=self.vae, text_encoder=self.text_encoder, unet=self.unet,
-                        controlnets=controlnets, latent_scale=self.latent_scale, info=info)  # fmt: skip
+        with self.ema_weights():
+            folder = export(self.out / "model", vae=self.vae, text_encoder=self.text_encoder, unet=self.unet,
+                            controlnets=controlnets, latent_scale=self.latent_scale, info=info)  # fmt: skip
         (self.out / "metrics.json").write_text(json.dumps(self.metrics, indent=2) + "\n")
         self.log(f"exported {folder} ({time.monotonic() - t:.1f}s)")
 
     # ------------------------------------------------------------------------------------------------ run
     def run(self) -> None:
         cfg = self.cfg
-        if cfg.resume and (self.out / "checkpoint.pt").exists():
-            self.load_checkpoint()
+        if cfg.resume:
+            if (self.out / "checkpoint.pt").exists():
+                self.load_checkpoint()
+            elif (self.out / "model" / "sdkit.json").exists():
+                self.resume_from_export(self.out / "model")
         steps = {"vae": cfg.vae_steps, "unet": cfg.unet_steps, "controlnet": cfg.controlnet_steps}
         while self.stage != "done":
             stage = self.stage
             if stage == "controlnet":
                 self.ensure_controlnets()
-            self.run_stage(stage, steps[stage])
+            if not self.run_stage(stage, steps[stage]):  # --run-steps reached: keep everything, stop here
+                self.save_checkpoint()
+                self.export()
+                self.group.barrier()
+                self.log(f"stopped after {cfg.run_steps} steps at stage {stage}, step {self.step}; --resume continues")
+                return
             if stage == "vae":
                 self.finish_vae()
             elif stage == "unet":
@@ -549,13 +678,15 @@ class Trainer:
             else:
                 for m in self.controlnets.values():
                     m.eval().requires_grad_(False)
-                self.evaluate(control=True)
+                if self.group.is_main:
+                    self.evaluate(control=True)
             self.stage = STAGES[STAGES.index(stage) + 1] if stage != "controlnet" else "done"
             if self.stage == "controlnet" and self.cfg.skip_controlnet:
                 self.stage = "done"
-            self.step, self.opt = 0, None
+            self.step, self.opt, self.model, self.warm_from = 0, None, None, 0
             self.save_checkpoint()
             self.export()
+            self.group.barrier()
         self.log(f"done in {time.monotonic() - self.t0:.1f}s: {json.dumps(self.metrics)}")
 
 
@@ -574,7 +705,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-cache-latents", dest="cache_latents", action="store_false",
                         help="render and encode every batch instead of encoding each pool once")  # fmt: skip
     cfg = Config(**vars(parser.parse_args(argv)))
-    Trainer(cfg).run()
+    if cfg.precision not in PRECISIONS:
+        parser.error(f"--precision must be one of {', '.join(PRECISIONS)}")
+    # DDP's note that some gradient (on the CPU, from oneDNN kernels) has other strides than its bucket: harmless
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    with join() as group:  # a group of one unless launched by torchrun
+        Trainer(cfg, group).run()
 
 
 if __name__ == "__main__":
