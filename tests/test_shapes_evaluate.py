@@ -46,3 +46,26 @@ def test_controlnet_metrics() -> None:
     kp, figures = world.pose_keypoints(people), world.render(people)
     assert ev.pose_coverage(figures, kp).mean() > 0.9
     assert ev.pose_coverage(figures.flip(-1).roll(20, -2), kp).mean() < 0.4
+
+
+def test_a_scene_is_judged_on_what_its_caption_names() -> None:
+    """Scenes whose caption leaves attributes out ("a red circle") are judged on colour and shape only, exactly as
+    their caption text is; full-caption scenes on everything."""
+    import dataclasses
+
+    from sdkit.models.shapes import evaluate, world
+
+    scenes = world.sample_scenes(40, 3, person_fraction=0.0, full_caption=True)
+    short = [dataclasses.replace(s, say_size=False, say_position=False, say_background=False) for s in scenes]
+    for scene in short:
+        request = evaluate.request_of(scene)
+        assert request == evaluate.request_of(world.caption(scene)), world.caption(scene)
+        assert request.background is None and all(t.size is None and t.position is None for t in request.things)
+
+    def other_background(s: world.Scene) -> world.Scene:
+        used = {s.background, *(t.color for t in s.things)}
+        return dataclasses.replace(s, background=next(c for c in world.COLORS if c not in used))
+
+    wrong_place = world.render([other_background(s) for s in short])
+    assert evaluate.evaluate(wrong_place, short)["all"] == 1.0  # the background was never asked for
+    assert evaluate.evaluate(world.render(scenes), scenes)["all"] >= 0.95

@@ -144,3 +144,26 @@ def test_cached_latents_equal_encoding_each_batch(tmp_path: Path) -> None:
     assert trainer.pool("main").posterior is not None and trainer.pool("main").posterior[0].shape == (48, 4, 8, 8)
     assert cached.shape == (6, 4, 8, 8) and float(cached.std()) > 0.1
     torch.testing.assert_close(cached, encoded, atol=1e-5, rtol=1e-5)
+
+
+def test_learning_curve_points_score_the_ema_weights(tmp_path: Path) -> None:
+    """``--eval-every``: a point per N steps in curve.jsonl, with samples seen and every series, scored by the evaluator
+    on the model as trained (here: 2 tiny-lr steps on the shipped weights, which get the one-object colours right)."""
+    from PIL import Image
+
+    from sdkit.models.shapes import curve
+
+    weights = Path(__file__).resolve().parents[1] / "sdkit" / "models" / "shapes" / "weights"
+    args = ["--out", str(tmp_path), "--device", "cpu", "--init-from", str(weights), "--skip-controlnet",
+            "--unet-steps", "2", "--batch", "4", "--pool", "32", "--eval-n", "1", "--unet-lr", "1e-7",
+            "--eval-every", "1", "--curve-n", "8"]  # fmt: skip
+    train.main(args)
+    points = curve.read(tmp_path / "curve.jsonl")
+    assert [(p["step"], p["samples"]) for p in points] == [(1, 4), (2, 8)]
+    for p in points:
+        assert set(curve.SERIES) <= set(p) and all(0 <= p[k] <= 1 for k in curve.SERIES)
+        assert p["one_color"] >= 0.75 and p["short_color"] >= 0.75  # the shipped model's colours (100% and 97%)
+    curve.main([str(tmp_path)])
+    with Image.open(tmp_path / "curve.png") as im:
+        assert im.width > 600 and im.height > 250
+    assert curve.plot(points)._repr_png_().startswith(b"\x89PNG")

@@ -154,12 +154,16 @@ def components(images: Float[Tensor, "b 3 h w"]) -> list[tuple[str, list[Compone
 
 
 def request_of(item: str | world.Scene) -> Request:
-    """What a prompt asks for; for a scene, everything about it (all attributes, its real relation)."""
+    """What a prompt asks for; for a scene, what its caption names (``say_*``), with the scene's true values (its real
+    relation, not one read back from text)."""
     if isinstance(item, str):
         return parse_caption(item)
-    things = tuple(ThingRequest(t.kind, t.color, t.size, t.position) for t in item.things)
-    relation = world.relation_of(*item.things) if len(item.things) == 2 else None
-    return Request(things, relation, item.background)
+    things = tuple(
+        ThingRequest(t.kind, t.color, t.size if item.say_size else None, t.position if item.say_position else None)
+        for t in item.things
+    )
+    relation = world.relation_of(*item.things) if len(item.things) == 2 and item.say_relation else None
+    return Request(things, relation, item.background if item.say_background else None)
 
 
 def _match(thing: ThingRequest, comps: list[Component], taken: set[int]) -> int | None:

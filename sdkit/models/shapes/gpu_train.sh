@@ -6,8 +6,12 @@
 # On the lent GPU machine (torch + transformers, no diffusers): put the diffusers wheel in .whl/ (see
 # /work/.library/device/README.md) and name .whl in carry; this script installs it into /tmp/site.
 # Outputs (at most 8 files, each < 16 MiB, at most one folder down, as the device tool returns):
-#   $OUT/train.log  $OUT/metrics.json  $OUT/shapes-model.tar.part-aa, -ab (the exported diffusers folder)
+#   $OUT/train.log  metrics.json  losses.jsonl  curve.jsonl  shapes-model.tar.part-aa, -ab (the exported folder)
 # Unpack here with:  cat shapes-model.tar.part-* | tar -x -C DEST    (gives DEST/model/...)
+# Resume a run across GPU windows: keep the last window's outputs in a folder of the working tree, e.g. runs/v2 with
+# model/ (unpacked), losses.jsonl and curve.jsonl, name it in carry, and set RESUME=runs/v2: the run continues from
+# those fp16 EMA weights at the step they record (optimizer re-warmed), and the files come back extended.
+#   RESUME=runs/v2 BUDGET=480 EXTRA="--unet-steps 40000 --eval-every 500" bash sdkit/models/shapes/gpu_train.sh
 # Train only new ControlNets on the shipped text-to-image weights (how the shipped ControlNets were made, 5.4 min):
 #   BUDGET=369 EXTRA="--init-from sdkit/models/shapes/weights --init-stage controlnet --fresh-controlnets \
 #     --warmup 100" bash sdkit/models/shapes/gpu_train.sh
@@ -27,10 +31,15 @@ fi
 export PYTHONUNBUFFERED=1
 WORK=/tmp/shapes-run  # checkpoints (~150 MB) stay on the machine
 rm -rf "$WORK"
+RESUME_FLAG=""
+if [ -n "${RESUME:-}" ]; then
+  mkdir -p "$WORK" && cp -r "$RESUME"/. "$WORK"/ && rm -f "$WORK/checkpoint.pt"
+  RESUME_FLAG="--resume"
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 timeout -k 5 $((BUDGET + 45)) $PY -m sdkit.models.shapes.train --out "$WORK" --device "${DEVICE:-cuda}" \
-  --time-budget-s "$BUDGET" --checkpoint-every-s 1000 ${EXTRA:-} 2>&1 | grep --line-buffered -v -i "warn" | tee "$OUT/train.log"
-cp "$WORK/metrics.json" "$OUT/" 2>/dev/null || true
+  --time-budget-s "$BUDGET" --checkpoint-every-s 1000 $RESUME_FLAG ${EXTRA:-} 2>&1 | grep --line-buffered -v -i "warn" | tee "$OUT/train.log"
+for f in metrics.json losses.jsonl curve.jsonl; do cp "$WORK/$f" "$OUT/" 2>/dev/null || true; done
 if [ -d "$WORK/model" ]; then
   tar -C "$WORK" -cf - model | split -b 15m - "$OUT/shapes-model.tar.part-"
 fi
