@@ -167,3 +167,22 @@ def test_learning_curve_points_score_the_ema_weights(tmp_path: Path) -> None:
     with Image.open(tmp_path / "curve.png") as im:
         assert im.width > 600 and im.height > 250
     assert curve.plot(points)._repr_png_().startswith(b"\x89PNG")
+
+
+def test_a_model_trained_at_128_pixels_loads_and_generates_at_its_size(tmp_path: Path) -> None:
+    """``--image-size 128``: 16x16 latents through every stage (VAE, UNet, both ControlNets), exported with its
+    default size, so ``sdkit.load`` generates 128-pixel images without being told."""
+    import sdkit
+
+    args = ["--out", str(tmp_path), "--device", "cpu", "--image-size", "128", "--vae-steps", "1", "--unet-steps",
+            "1", "--controlnet-steps", "2", "--batch", "2", "--pool", "16", "--eval-n", "1"]  # fmt: skip
+    train.main(args)
+    meta = json.loads((tmp_path / "model" / "sdkit.json").read_text())
+    assert meta["default_size"] == 128 and meta["trained_stages"][-1] == "controlnet"
+    unet = json.loads((tmp_path / "model" / "unet" / "config.json").read_text())
+    assert unet["sample_size"] == 16
+    kit = sdkit.load(str(tmp_path / "model"))
+    generation = kit.generate("a red circle", steps=2, seed=1)
+    assert generation.images[0].size == (128, 128) and generation.latents.tensor.shape[-2:] == (16, 16)
+    with pytest.raises(ValueError, match="image_size"):
+        train.Trainer(train.Config(out=str(tmp_path / "bad"), image_size=100))

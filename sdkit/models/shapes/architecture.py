@@ -71,10 +71,10 @@ UNET_CONFIG: dict[str, Any] = dict(
 CONTROLNET_EMBEDDING_CHANNELS = (16, 32, 64, 64)  # 3 stride-2 convs: 64x64 condition image -> 8x8
 
 
-def make_vae() -> Any:
+def make_vae(image_size: int = IMAGE_SIZE) -> Any:
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**VAE_CONFIG)
+    return AutoencoderKL(**{**VAE_CONFIG, "sample_size": image_size})
 
 
 def make_text_encoder() -> Any:
@@ -83,10 +83,11 @@ def make_text_encoder() -> Any:
     return CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
 
 
-def make_unet() -> Any:
+def make_unet(image_size: int = IMAGE_SIZE) -> Any:
+    """The UNet for ``image_size``-pixel images (``image_size / 8`` latents; the same weights work at any size)."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**UNET_CONFIG)
+    return UNet2DConditionModel(**{**UNET_CONFIG, "sample_size": image_size // DOWNSAMPLE})
 
 
 def make_controlnet(unet: Any, seed: int = 0) -> Any:

@@ -40,12 +40,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((-10 * torch.log10(mse)).mean())
 
 
-def ceiling(vae: Any, *, n: int = 200, seed: int = 0, rows: tuple[str, ...] = ROWS) -> list[dict[str, Any]]:
-    """One dict per row: ``row``, ``n``, ``clean`` and ``vae`` (the evaluator's accuracies) and ``psnr``."""
+def ceiling(
+    vae: Any, *, n: int = 200, seed: int = 0, rows: tuple[str, ...] = ROWS, size: int = world.SIZE
+) -> list[dict[str, Any]]:
+    """One dict per row: ``row``, ``n``, ``clean`` and ``vae`` (the evaluator's accuracies) and ``psnr``. ``size``:
+    render the scenes at this many pixels (the evaluator looks at them area-averaged to 64)."""
     results = []
     for row in rows:
         scenes = row_scenes(row, n, seed)
-        clean = (world.render(scenes) * 255).round() / 255
+        clean = (world.render(scenes, size=size) * 255).round() / 255
         trip = round_trip(vae, clean)
         results.append({"row": row, "n": n, "clean": score(clean, scenes), "vae": score(trip, scenes),
                         "psnr": round(psnr(trip, clean), 2)})  # fmt: skip
@@ -64,11 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--size", type=int, default=world.SIZE, help="render the scenes at this many pixels")
     args = parser.parse_args(argv)
     from sdkit.limits import default_threads
 
     torch.set_num_threads(args.threads or default_threads())
-    for result in ceiling(load_vae(args.model), n=args.n, seed=args.seed):
+    for result in ceiling(load_vae(args.model), n=args.n, seed=args.seed, size=args.size):
         print(json.dumps(result), flush=True)
 
 

@@ -56,13 +56,18 @@ class Component:
 
 
 def to_tensor(images: Any) -> Float[Tensor, "b 3 h w"]:
-    """A batch of images as floats in [0, 1]: a tensor ``[b, 3, h, w]`` or a list of PIL images."""
+    """A batch of images as floats in [0, 1]: a tensor ``[b, 3, h, w]`` or a list of PIL images. Images larger than
+    the world's 64 pixels (a model trained at 128) are area-averaged down to 64, where the evaluator's rules live."""
     if isinstance(images, Tensor):
-        return images.detach().float().cpu().clamp(0, 1)
-    import numpy as np
+        x = images.detach().float().cpu().clamp(0, 1)
+    else:
+        import numpy as np
 
-    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in images]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in images]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    if x.shape[-1] != world.SIZE or x.shape[-2] != world.SIZE:
+        x = F.interpolate(x, size=(world.SIZE, world.SIZE), mode="area" if x.shape[-1] > world.SIZE else "bilinear")
+    return x
 
 
 def palette_labels(images: Float[Tensor, "b 3 h w"]) -> Tensor:

@@ -29,12 +29,14 @@ class ScenePool:
         return {k: v[idx] for k, v in self.packed.items()}
 
     @torch.no_grad()
-    def cache_latents(self, vae: Any, chunk: int, autocast: contextlib.AbstractContextManager[Any]) -> None:
+    def cache_latents(
+        self, vae: Any, chunk: int, autocast: contextlib.AbstractContextManager[Any], size: int = world.SIZE
+    ) -> None:
         means, stds = [], []
         for start in range(0, self.n, chunk):
             idx = torch.arange(start, min(start + chunk, self.n), device=self.ids.device)
             with autocast:
-                post = vae.encode(world.render_packed(self.batch(idx)) * 2 - 1).latent_dist
+                post = vae.encode(world.render_packed(self.batch(idx), size) * 2 - 1).latent_dist
             means.append(post.mean.float())
             stds.append(post.std.float())
         self.posterior = (torch.cat(means), torch.cat(stds))

@@ -72,6 +72,7 @@ class Config:
     run_steps: int = 0  # stop this run after so many steps, with checkpoint and export written; 0: no limit
     eval_every: int = 0  # score the model every N UNet steps into curve.jsonl; 0: only at the end of the stage
     curve_n: int = 0  # prompts per row of each learning-curve point; 0: 64 on CUDA, 8 on CPU
+    image_size: int = arch.IMAGE_SIZE  # pixels per side (latents: image_size / 8); the world is drawn at any size
     seed: int = 0
     resume: bool = False
     time_budget_s: float = 0.0  # 0: no limit, run all steps
@@ -132,9 +133,12 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(cfg.seed)  # the same initial weights in every process
-        self.vae = arch.make_vae().to(self.device)
+        self.size = cfg.image_size
+        if self.size % arch.DOWNSAMPLE or self.size < 2 * arch.DOWNSAMPLE:
+            raise ValueError(f"image_size must be a multiple of {arch.DOWNSAMPLE} and >= 16, got {self.size}")
+        self.vae = arch.make_vae(self.size).to(self.device)
         self.text_encoder = arch.make_text_encoder().to(self.device)
-        self.unet = arch.make_unet().to(self.device)
+        self.unet = arch.make_unet(self.size).to(self.device)
         self.controlnets: dict[str, Any] = {}
         self.latent_scale = 1.0
         self.stage, self.step = "vae", 0
@@ -226,13 +230,13 @@ class Trainer:
         noise from ``g``, so they agree up to the VAE's batch-size rounding."""
         noise = torch.randn(len(idx), arch.LATENT_CHANNELS, *self.latent_hw, generator=g, device=self.device)
         if not self.cfg.cache_latents:
-            return self.encode(world.render_packed(scenes) * 2 - 1, noise)
+            return self.encode(world.render_packed(scenes, self.size) * 2 - 1, noise)
         means, stds = self.posterior(pool)
         return (means[idx] + stds[idx] * noise) * self.latent_scale
 
     @property
     def latent_hw(self) -> tuple[int, int]:
-        side = arch.IMAGE_SIZE // arch.DOWNSAMPLE
+        side = self.size // arch.DOWNSAMPLE
         return side, side
 
     def posterior(self, pool: str) -> tuple[Tensor, Tensor]:
@@ -240,7 +244,7 @@ class Trainer:
         p = self.pool(pool)
         if p.posterior is None:
             t = time.monotonic()
-            p.cache_latents(self.vae, 4096 if self.cuda else 256, self.autocast())
+            p.cache_latents(self.vae, 4096 if self.cuda else 256, self.autocast(), self.size)
             self.log(f"pool {pool}: {p.n} latents cached in {time.monotonic() - t:.1f}s")
         assert p.posterior is not None
         return p.posterior
@@ -268,6 +272,11 @@ class Trainer:
         with torch.no_grad(), self.autocast():
             post = self.vae.encode(x).latent_dist
             return ((post.mean + post.std * noise) * self.latent_scale).float()
+
+    def pose_image(self, keypoints: Tensor) -> Tensor:
+        """OpenPose skeleton images at the training size (keypoints are in the world's 64-pixel units)."""
+        scale = self.size / world.SIZE
+        return world.render_pose(keypoints * scale, self.size, limb_width=1.2 * scale, joint_radius=1.6 * scale)
 
     def encode_text(self, ids: Tensor) -> Tensor:
         return self.text_encoder(ids).last_hidden_state
@@ -330,7 +339,7 @@ class Trainer:
         return {"scenes": p, "ids": ids, "noise": noise}
 
     def vae_loss(self, b: dict[str, Any]) -> Tensor:
-        x = world.render_packed(b["scenes"]) * 2 - 1
+        x = world.render_packed(b["scenes"], self.size) * 2 - 1
         with self.autocast():
             post = self.vae.encode(x).latent_dist
             z = post.mean + post.std * b["noise"]
@@ -364,9 +373,9 @@ class Trainer:
                     text = self.encode_text(ids)
                 p = b["scenes"]
                 if b["pose"]:
-                    net, cond = self.controlnets["pose"], world.render_pose(world.pose_keypoints_packed(p))
+                    net, cond = self.controlnets["pose"], self.pose_image(world.pose_keypoints_packed(p))
                 else:
-                    net, cond = self.controlnets["depth"], world.render_depth_packed(p).expand(-1, 3, -1, -1)
+                    net, cond = self.controlnets["depth"], world.render_depth_packed(p, self.size).expand(-1, 3, -1, -1)
                 down, mid = net(xt, t, text, controlnet_cond=cond, return_dict=False)
                 pred = self.unet(
                     xt, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid
@@ -476,7 +485,7 @@ class Trainer:
         """Freeze the VAE, measure PSNR, and set the latent scale to 1 / std of the latents (SD's recipe)."""
         self.vae.eval().requires_grad_(False)
         p, _, g, _ = self.draw("main", "vae", 10**9)
-        x = world.render_packed(p) * 2 - 1
+        x = world.render_packed(p, self.size) * 2 - 1
         self.latent_scale = 1.0
         noise = torch.randn(len(x), arch.LATENT_CHANNELS, *self.latent_hw, generator=g, device=self.device)
         with torch.no_grad(), self.autocast():
@@ -518,7 +527,8 @@ class Trainer:
         text = self.encode_text(token_ids(prompts).to(self.device))
         uncond = self.encode_text(token_ids([""] * len(prompts)).to(self.device))
         with self.autocast():
-            latents = sample(self.unet, text, uncond, self.acp, steps=20, cfg=cfg, seed=seed, **control)
+            latents = sample(self.unet, text, uncond, self.acp, steps=20, cfg=cfg, seed=seed,
+                             latent_size=self.latent_hw[0], **control)  # fmt: skip
             images = ((self.vae.decode(latents / self.latent_scale).sample.float() + 1) / 2).clamp(0, 1)
         return images.cpu()
 
@@ -531,13 +541,13 @@ class Trainer:
         scenes = world.sample_scenes(n, self.cfg.seed + 12345, full_caption=True, person_fraction=0.0)
         prompts = [world.caption(s) for s in scenes]
         if control:
-            depth = world.render_depth(scenes, self.device).expand(-1, 3, -1, -1)
+            depth = world.render_depth(scenes, self.device, self.size).expand(-1, 3, -1, -1)
             images = self.images_for(prompts, seed=self.cfg.seed, controlnet=self.controlnets["depth"], cond=depth)
             self.metrics["depth_iou"] = float(ev.depth_iou(images, world.render_depth(scenes)).mean())
             persons = world.sample_scenes(n, self.cfg.seed + 777, person_fraction=1.0, full_caption=True)
             kp = world.pose_keypoints(persons).to(self.device)
             images = self.images_for([world.caption(s) for s in persons], seed=self.cfg.seed,
-                                     controlnet=self.controlnets["pose"], cond=world.render_pose(kp))  # fmt: skip
+                                     controlnet=self.controlnets["pose"], cond=self.pose_image(kp))  # fmt: skip
             self.metrics["pose_coverage"] = float(ev.pose_coverage(images, kp.cpu()).mean())
         else:
             result = ev.evaluate(self.images_for(prompts, seed=self.cfg.seed), prompts)
@@ -643,6 +653,7 @@ class Trainer:
         t = time.monotonic()
         done = len(STAGES) if self.stage == "done" else STAGES.index(self.stage)
         info: dict[str, Any] = {"metrics": self.metrics, "trained_stages": list(STAGES[:done])}
+        info["default_size"] = self.size
         if self.stage != "done" and self.step > 0:
             info["training"] = {"stage": self.stage, "step": self.step, "samples": self.samples}
         controlnets = self.controlnets or self.new_controlnets()

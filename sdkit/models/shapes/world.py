@@ -225,9 +225,10 @@ def sample_scenes(
 
 
 # --------------------------------------------------------------------------------------------- rendering
-def _grid(device: torch.device | str | None) -> tuple[Tensor, Tensor]:
-    coords = torch.arange(SIZE, device=device, dtype=torch.float32) + 0.5  # pixel centres
-    return coords.view(1, 1, 1, SIZE), coords.view(1, 1, SIZE, 1)  # x [1,1,1,W], y [1,1,H,1]
+def _grid(device: torch.device | str | None, size: int = SIZE) -> tuple[Tensor, Tensor]:
+    """Pixel centres of a ``size``-pixel image in world units (the scene's geometry is in 64-pixel units)."""
+    coords = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) * (SIZE / size)
+    return coords.view(1, 1, 1, size), coords.view(1, 1, size, 1)  # x [1,1,1,W], y [1,1,H,1]
 
 
 def _segment_sdf(px: Tensor, py: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -262,9 +263,9 @@ def pack(scenes: list[Scene], device: torch.device | str | None = None) -> dict[
     }
 
 
-def _coverage(p: dict[str, Tensor]) -> Float[Tensor, "b k h w"]:
-    """Anti-aliased coverage of each thing from its signed distance function."""
-    px, py = _grid(p["geom"].device)
+def _coverage(p: dict[str, Tensor], size: int = SIZE) -> Float[Tensor, "b k h w"]:
+    """Anti-aliased coverage of each thing from its signed distance function, at ``size`` pixels."""
+    px, py = _grid(p["geom"].device, size)
     x, y, r = (p["geom"][..., i, None, None] for i in range(3))
     dx, dy = px - x, py - y
     circle = torch.hypot(dx, dy) - r
@@ -289,35 +290,38 @@ def _coverage(p: dict[str, Tensor]) -> Float[Tensor, "b k h w"]:
         person[who] = torch.minimum(limbs, head)
     kind = p["kind"][..., None, None]
     sdf = torch.where(kind == 0, circle, torch.where(kind == 1, square, torch.where(kind == 2, triangle, person)))
-    return (0.5 - sdf).clamp(0, 1) * (kind >= 0)
+    return (0.5 - sdf * (size / SIZE)).clamp(0, 1) * (kind >= 0)  # a one-pixel edge at any size
 
 
-def render(scenes: list[Scene], device: torch.device | str | None = None) -> Float[Tensor, "b 3 h w"]:
-    """RGB images in ``[0, 1]``: background, then things far to near, each blended by its coverage."""
-    return render_packed(pack(scenes, device))
+def render(scenes: list[Scene], device: torch.device | str | None = None, size: int = SIZE) -> Float[Tensor, "b 3 h w"]:
+    """RGB images in ``[0, 1]``: background, then things far to near, each blended by its coverage. ``size``: the
+    image side in pixels (the same scene at another resolution)."""
+    return render_packed(pack(scenes, device), size)
 
 
-def render_packed(p: dict[str, Tensor]) -> Float[Tensor, "b 3 h w"]:
+def render_packed(p: dict[str, Tensor], size: int = SIZE) -> Float[Tensor, "b 3 h w"]:
     """``render`` for scenes already ``pack``-ed into tensors (how training renders batches on the GPU)."""
-    cover = _coverage(p)
-    img = p["background"][:, :, None, None].expand(-1, -1, SIZE, SIZE)
+    cover = _coverage(p, size)
+    img = p["background"][:, :, None, None].expand(-1, -1, size, size)
     for i in range(cover.shape[1]):
         a = cover[:, i, None]
         img = img * (1 - a) + p["color"][:, i, :, None, None] * a
     return img.contiguous()
 
 
-def render_depth(scenes: list[Scene], device: torch.device | str | None = None) -> Float[Tensor, "b 1 h w"]:
+def render_depth(
+    scenes: list[Scene], device: torch.device | str | None = None, size: int = SIZE
+) -> Float[Tensor, "b 1 h w"]:
     """Depth maps in MiDaS's convention (relative inverse depth): near = bright, background = 0.
 
     Each thing sits on a flat plane at ``1 - depth``; nearer things are painted last, so they occlude."""
-    return render_depth_packed(pack(scenes, device))
+    return render_depth_packed(pack(scenes, device), size)
 
 
-def render_depth_packed(p: dict[str, Tensor]) -> Float[Tensor, "b 1 h w"]:
+def render_depth_packed(p: dict[str, Tensor], size: int = SIZE) -> Float[Tensor, "b 1 h w"]:
     """``render_depth`` for ``pack``-ed scenes."""
-    cover = _coverage(p)
-    out = torch.zeros(cover.shape[0], 1, SIZE, SIZE, device=cover.device)
+    cover = _coverage(p, size)
+    out = torch.zeros(cover.shape[0], 1, size, size, device=cover.device)
     for i in range(cover.shape[1]):
         a = cover[:, i, None]
         out = out * (1 - a) + (1 - p["geom"][:, i, 3, None, None, None]) * a
