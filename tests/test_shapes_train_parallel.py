@@ -146,3 +146,19 @@ def test_bf16_autocast_takes_the_fp32_steps_up_to_rounding(runs: dict[str, Path]
     assert "bf16" in (tmp_path / "train.log").read_text()
     mixed, full = losses(tmp_path)[0], losses(runs["one"])[0]
     assert mixed != full and abs(mixed / full - 1) <= 0.02, (mixed, full)
+
+
+def test_a_time_budget_can_pause_a_stage_for_the_next_window(tmp_path: Path) -> None:
+    """``--pause-at-budget``: a GPU window that ends mid-stage stops with the checkpoint and a resumable export (not a
+    finished stage), and the next window goes on from that step to the stage's end."""
+    args = [*FINE_TUNE, "--unet-steps", "100000", "--batch", "8", "--pool", "64"]
+    train_main(["--out", str(tmp_path), *args, "--time-budget-s", "40", "--pause-at-budget"])
+    record = json.loads((tmp_path / "model" / "sdkit.json").read_text())["training"]
+    paused = record["step"]
+    assert record["stage"] == "unet" and 1 <= paused < 100000 and record["samples"]["unet"] == 8 * paused
+    assert "paused at stage unet" in (tmp_path / "train.log").read_text()
+    train_main(["--out", str(tmp_path), *FINE_TUNE, "--unet-steps", str(paused + 2), "--batch", "8", "--pool", "64",
+                "--resume"])  # fmt: skip
+    steps = [json.loads(line)["step"] for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, paused + 3))
+    assert "training" not in json.loads((tmp_path / "model" / "sdkit.json").read_text())  # the stage finished

@@ -11,7 +11,12 @@
 # Resume a run across GPU windows: keep the last window's outputs in a folder of the working tree, e.g. runs/v2 with
 # model/ (unpacked), losses.jsonl and curve.jsonl, name it in carry, and set RESUME=runs/v2: the run continues from
 # those fp16 EMA weights at the step they record (optimizer re-warmed), and the files come back extended.
-#   RESUME=runs/v2 BUDGET=480 EXTRA="--unet-steps 40000 --eval-every 500" bash sdkit/models/shapes/gpu_train.sh
+# --pause-at-budget makes the window's end pause the stage (checkpoint + resumable export) instead of finishing it,
+# and the learning-rate schedule then follows --unet-steps over all windows:
+#   BUDGET=480 EXTRA="--image-size 128 --init-from sdkit/models/shapes/weights --skip-controlnet \
+#     --unet-steps 40000 --eval-every 500 --pause-at-budget" bash sdkit/models/shapes/gpu_train.sh     # window 1
+#   RESUME=runs/v2 BUDGET=480 EXTRA="--image-size 128 --skip-controlnet --unet-steps 40000 --eval-every 500 \
+#     --pause-at-budget" bash sdkit/models/shapes/gpu_train.sh                                          # window 2...
 # Train only new ControlNets on the shipped text-to-image weights (how the shipped ControlNets were made, 5.4 min):
 #   BUDGET=369 EXTRA="--init-from sdkit/models/shapes/weights --init-stage controlnet --fresh-controlnets \
 #     --warmup 100" bash sdkit/models/shapes/gpu_train.sh

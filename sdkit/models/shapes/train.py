@@ -76,6 +76,7 @@ class Config:
     seed: int = 0
     resume: bool = False
     time_budget_s: float = 0.0  # 0: no limit, run all steps
+    pause_at_budget: bool = False  # when the budget ends mid-stage, stop (checkpoint + export) instead of finishing it
     vae_lr: float = 1e-3
     unet_lr: float = 6e-4
     controlnet_lr: float = 1e-3
@@ -263,7 +264,7 @@ class Trainer:
         reserve = 10 + 0.05 * self.cfg.time_budget_s  # final export and evaluation
         end = self.t0 + self.cfg.time_budget_s - reserve
         left = [s for s in STAGES[STAGES.index(stage) :] if not (s == "controlnet" and self.cfg.skip_controlnet)]
-        share = TIME_SHARE[stage] / sum(TIME_SHARE[s] for s in left)
+        share = 1.0 if self.cfg.pause_at_budget else TIME_SHARE[stage] / sum(TIME_SHARE[s] for s in left)
         now = time.monotonic()
         return now + max(0.0, end - now) * share
 
@@ -398,7 +399,8 @@ class Trainer:
                     m.compile()
 
     def run_stage(self, stage: str, steps: int) -> bool:
-        """Train ``stage`` up to ``steps`` (or its time budget); False if ``run_steps`` stopped it first."""
+        """Train ``stage`` up to ``steps`` (or its time budget); False if ``run_steps`` or, with ``pause_at_budget``,
+        the time budget stopped it first (the stage is to be resumed, not finished)."""
         self.split.check(self.batch[stage], stage)
         self.prepare(stage)
         started, deadline = time.monotonic(), self.deadline(stage)
@@ -418,7 +420,7 @@ class Trainer:
             factor = self.lr_factor(self.step, steps, progress)
             local = self.train_step(batch, factor, self.step)
             now = time.monotonic()
-            if math.isfinite(deadline):
+            if math.isfinite(deadline) and not self.cfg.pause_at_budget:  # paused runs: steps alone set the schedule
                 progress = (now - started) / max(deadline - started, 1e-6)
             loss, stop, progress = self.sync(local, now >= deadline, progress)  # rank 0's clock decides for all
             self.step += 1
@@ -436,7 +438,7 @@ class Trainer:
         self.flush_losses(stage, losses)
         self.metrics[f"{stage}_steps"] = self.step
         self.metrics[f"{stage}_s_per_step"] = (time.monotonic() - started) / max(self.step - first, 1)
-        return True
+        return not (stop and self.cfg.pause_at_budget and self.step < steps)
 
     def flush_losses(self, stage: str, losses: list[tuple[int, int, Tensor, float]]) -> float:
         """Append the logged steps to ``losses.jsonl`` (rank 0) and empty ``losses``; their mean loss."""
@@ -680,7 +682,7 @@ class Trainer:
                 self.save_checkpoint()
                 self.export()
                 self.group.barrier()
-                self.log(f"stopped after {cfg.run_steps} steps at stage {stage}, step {self.step}; --resume continues")
+                self.log(f"paused at stage {stage}, step {self.step}; --resume continues")
                 return
             if stage == "vae":
                 self.finish_vae()
@@ -711,6 +713,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--skip-controlnet", action="store_true", help="stop after the UNet stage")
+    pause = "when --time-budget-s ends mid-stage, stop with checkpoint and export for --resume"
+    parser.add_argument("--pause-at-budget", action="store_true", help=pause)
     parser.add_argument("--fresh-controlnets", action="store_true", help="with --init-from: new ControlNets")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models of the diffusion stages")
     parser.add_argument("--no-cache-latents", dest="cache_latents", action="store_false",
