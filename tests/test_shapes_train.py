@@ -167,6 +167,11 @@ def test_learning_curve_points_score_the_ema_weights(tmp_path: Path) -> None:
     with Image.open(tmp_path / "curve.png") as im:
         assert im.width > 600 and im.height > 250
     assert curve.plot(points)._repr_png_().startswith(b"\x89PNG")
+    curve.main([str(tmp_path), "--compare", f"again={tmp_path}"])
+    with Image.open(tmp_path / "compare.png") as im:
+        assert im.width > 500
+    figure = curve.compare({"a": points, "b": points[:1]})
+    assert [len(ax.lines) for ax in figure.axes] == [2, 2] and len(figure.axes[1].lines[1].get_xdata()) == 1
 
 
 def test_a_model_trained_at_128_pixels_loads_and_generates_at_its_size(tmp_path: Path) -> None:

@@ -71,12 +71,38 @@ def plot(curve: list[dict[str, Any]], losses: list[dict[str, Any]] | None = None
     return fig
 
 
+def compare(runs: dict[str, list[dict[str, Any]]], series: tuple[str, ...] = ("one_shape", "two_objects")) -> Any:
+    """Several runs' curves side by side, one panel per series (e.g. two designs trained for the same samples)."""
+    from sdkit.viz.figure import Axes, Figure
+
+    fig = Figure(figsize=(3.6 * len(series), 3.2), layout="constrained")
+    for k, name in enumerate(series):
+        ax = fig.add_subplot(1, len(series), k + 1, axes_class=Axes)
+        for label, rows in runs.items():
+            points = [row for row in rows if row.get("stage") == "unet" and name in row]
+            ax.plot([row["samples"] / 1e3 for row in points], [row[name] for row in points], marker="o", ms=3,
+                    label=label)  # fmt: skip
+        ax.set(xlabel="samples seen (thousands)", title=name.replace("_", " "), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Plot a training run's learning curve.")
     parser.add_argument("run", help="the training run's --out folder (curve.jsonl, losses.jsonl)")
     parser.add_argument("--png", help="where to write the picture (default RUN/curve.png)")
+    parser.add_argument("--compare", nargs="+", metavar="LABEL=RUN", help="other runs to draw beside this one")
     args = parser.parse_args(argv)
     run = Path(args.run)
+    if args.compare:
+        runs = {run.name: read(run / "curve.jsonl")}
+        runs.update({label: read(Path(folder) / "curve.jsonl") for label, _, folder in
+                     (item.partition("=") for item in args.compare)})  # fmt: skip
+        target = Path(args.png) if args.png else run / "compare.png"
+        compare(runs).savefig(target, dpi=110)
+        print(f"wrote {target}")
+        return
     if not (run / "curve.jsonl").exists():
         parser.error(f"{run / 'curve.jsonl'} does not exist: train with --eval-every N")
     curve = read(run / "curve.jsonl")
