@@ -164,15 +164,18 @@ class Trainer:
         from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
         from transformers import CLIPTextModel
 
+        from sdkit.quiet import quiet_libraries
+
         f32 = torch.float32
-        self.vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=f32).to(self.device)
-        text_encoder: Any = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=f32)
-        self.text_encoder = text_encoder.to(self.device)
-        self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=f32).to(self.device)
-        for name in ("depth", "pose"):
-            if (folder / f"controlnet_{name}").is_dir() and not self.cfg.fresh_controlnets:
-                cn = ControlNetModel.from_pretrained(folder / f"controlnet_{name}", torch_dtype=f32)
-                self.controlnets[name] = cn.to(self.device)
+        with quiet_libraries():  # no "Loading weights" bars
+            self.vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=f32).to(self.device)
+            text_encoder: Any = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=f32)
+            self.text_encoder = text_encoder.to(self.device)
+            self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=f32).to(self.device)
+            for name in ("depth", "pose"):
+                if (folder / f"controlnet_{name}").is_dir() and not self.cfg.fresh_controlnets:
+                    cn = ControlNetModel.from_pretrained(folder / f"controlnet_{name}", torch_dtype=f32)
+                    self.controlnets[name] = cn.to(self.device)
         info = json.loads((folder / "sdkit.json").read_text())
         self.latent_scale = float(info["latent_scale"])
         self.metrics = {k: v for k, v in info.get("metrics", {}).items() if k.startswith("vae_")}
