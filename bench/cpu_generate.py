@@ -1,6 +1,6 @@
 """Time one 64x64 image, 20 Euler steps with CFG, on the embedded model: sdkit vs diffusers, same process.
 
-    python bench/cpu_generate.py [--model shapes] [--repeats 5] [--threads 2]
+    python bench/cpu_generate.py [--model shapes] [--repeats 5] [--threads 2] [--size 128]
 
 Reports the median of ``repeats`` timed runs after one warm-up, for sdkit's ``Kit.generate`` and for diffusers'
 ``StableDiffusionPipeline`` built from the very same modules and sigmas, and their ratio. The two alternate run by
@@ -19,10 +19,11 @@ def main() -> None:
 
     p = cpu_parser(__doc__, repeats=15)
     p.add_argument("--model", default="shapes")
+    p.add_argument("--size", type=int, default=None, help="image side (default: the model's; the cost of a design)")
     args = parse_cpu_args(p)
 
     kit = sdkit.load(args.model)
-    size, prompt = kit.defaults.width, "a large red circle on the left, yellow background"
+    size, prompt = args.size or kit.defaults.width, "a large red circle on the left, yellow background"
     scheduler = euler_scheduler()
     pipe = sd_pipeline(kit, scheduler)
     scheduler.set_timesteps(args.steps)
@@ -30,7 +31,8 @@ def main() -> None:
 
     def ours() -> None:
         kit.prompts.clear_cache()  # encode the prompt every run, as diffusers does
-        kit.generate(prompt, seed=1, steps=args.steps, cfg=7.5, sampler="euler", schedule=sigmas)
+        kit.generate(prompt, seed=1, steps=args.steps, cfg=7.5, sampler="euler", schedule=sigmas, width=size,
+                     height=size)  # fmt: skip
 
     def theirs() -> None:
         with torch.no_grad():
