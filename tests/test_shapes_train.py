@@ -191,3 +191,19 @@ def test_a_model_trained_at_128_pixels_loads_and_generates_at_its_size(tmp_path:
     assert generation.images[0].size == (128, 128) and generation.latents.tensor.shape[-2:] == (16, 16)
     with pytest.raises(ValueError, match="image_size"):
         train.Trainer(train.Config(out=str(tmp_path / "bad"), image_size=100))
+
+
+def test_a_resume_from_a_unet_stage_export_drops_its_placeholder_controlnets(run: Path, tmp_path: Path) -> None:
+    """An export taken in the middle of the UNet stage holds placeholder ControlNets; resuming from it must not keep
+    them (the ControlNet stage copies the UNet it ends up with), and a folder of another image size is refused."""
+    args = ["--out", str(tmp_path), "--device", "cpu", "--init-from", str(run / "model"), "--unet-steps", "4",
+            "--run-steps", "1", "--batch", "2", "--pool", "16", "--eval-n", "1"]  # fmt: skip
+    train.main(args)
+    (tmp_path / "checkpoint.pt").unlink()
+    trainer = train.Trainer(train.Config(out=str(tmp_path), device="cpu", resume=True))
+    trainer.resume_from_export(tmp_path / "model")
+    assert trainer.stage == "unet" and trainer.step == 1 and trainer.controlnets == {}
+    with pytest.raises(ValueError, match="--image-size 64"):
+        train.Trainer(train.Config(out=str(tmp_path), device="cpu", image_size=128)).resume_from_export(
+            tmp_path / "model"
+        )

@@ -101,8 +101,8 @@ def make_controlnet(unet: Any, seed: int = 0) -> Any:
     """
     from diffusers import ControlNetModel
 
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_EMBEDDING_CHANNELS)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_EMBEDDING_CHANNELS)
         torch.manual_seed(seed)
         net.controlnet_cond_embedding.conv_out.reset_parameters()
     return net

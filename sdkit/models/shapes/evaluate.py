@@ -66,7 +66,8 @@ def to_tensor(images: Any) -> Float[Tensor, "b 3 h w"]:
         arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in images]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     if x.shape[-1] != world.SIZE or x.shape[-2] != world.SIZE:
-        x = F.interpolate(x, size=(world.SIZE, world.SIZE), mode="area" if x.shape[-1] > world.SIZE else "bilinear")
+        larger = min(x.shape[-2:]) >= world.SIZE
+        x = F.interpolate(x, size=(world.SIZE, world.SIZE), mode="area" if larger else "bilinear")
     return x
 
 

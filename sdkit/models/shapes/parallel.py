@@ -70,15 +70,15 @@ class StageLoss(torch.nn.Module):
         return self.loss(batch)
 
 
-def wrap(module: StageLoss, group: Group, find_unused: bool = False) -> torch.nn.Module:
-    """``module`` under ``DistributedDataParallel`` in a group of several processes, else as it is.
+def wrap(module: StageLoss, group: Group, device: torch.device, find_unused: bool = False) -> torch.nn.Module:
+    """``module`` (on ``device``) under ``DistributedDataParallel`` in a group of several processes, else as it is.
     ``find_unused``: some trained parameters get no gradient in some steps (the ControlNet stage alternates its two
     networks)."""
     if group.world_size == 1:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    device_ids = [group.device.index] if group.device.type == "cuda" else None
+    device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
     return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused)
 
 

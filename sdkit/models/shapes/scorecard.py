@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="image folder: resumable, and split over the processes of a torchrun job")
     p.add_argument("--controlnets", action="store_true", help="score the depth and pose ControlNets instead")
     args = p.parse_args(argv)
+    if args.out and args.controlnets:
+        p.error("--controlnets runs in one process; leave out --out")
     import torch
 
     from sdkit.limits import default_threads

@@ -119,8 +119,8 @@ class Trainer:
             raise ValueError("accumulate must be >= 1, run_steps and eval_every >= 0")
         self.group = group if group is not None else join()
         device = torch.device(cfg.device)
-        if device.type == "cuda" and self.group.device.type == "cuda":
-            device = self.group.device  # one GPU per process: torchrun's LOCAL_RANK
+        if self.group.world_size > 1 and device == torch.device("cuda") and self.group.device.type == "cuda":
+            device = self.group.device  # plain "cuda" under torchrun: one GPU per process, by LOCAL_RANK
         self.cfg, self.device, self.t0 = cfg, device, time.monotonic()
         self.split = Split(self.group.rank, self.group.world_size, cfg.accumulate)
         self.out = Path(cfg.out)
@@ -145,6 +145,7 @@ class Trainer:
         self.stage, self.step = "vae", 0
         self.samples: dict[str, int] = {}  # samples seen per stage, over all processes
         self.warm_from = 0  # the step the learning-rate warmup starts from (a resume from weights alone re-warms)
+        self.steps_this_run = 0  # optimizer steps taken by this process's run, over all stages (--run-steps)
         self.metrics: dict[str, Any] = {}
         self.opt: torch.optim.Optimizer | None = None
         self.model: torch.nn.Module | None = None  # the stage's StageLoss, under DDP when there are several processes
@@ -309,7 +310,8 @@ class Trainer:
         self.ema = [p.detach().clone() for p in params] if self.stage == "unet" else None
         stage = self.stage
         loss = self.vae_loss if stage == "vae" else lambda b: self.diffusion_loss(b, stage)
-        self.model = wrap(StageLoss(self.trained_modules(), loss), self.group, find_unused=stage == "controlnet")
+        module = StageLoss(self.trained_modules(), loss)
+        self.model = wrap(module, self.group, self.device, find_unused=stage == "controlnet")
 
     def train_step(self, batch: dict[str, Any], factor: float, step: int) -> Tensor:
         """One optimizer step on this process's share of the global ``batch``, in micro-batches; returns this
@@ -415,10 +417,11 @@ class Trainer:
         self.log(f"stage {stage}: steps {self.step}..{steps}, batch {self.batch[stage]} = {self.group.world_size} "
                  f"process(es) x {self.cfg.accumulate} micro-batch(es), {self.precision}, budget "
                  f"{deadline - started if math.isfinite(deadline) else math.inf:.0f}s")  # fmt: skip
+        paused = False
         while self.step < steps and not stop:
-            if self.cfg.run_steps and self.step - first >= self.cfg.run_steps:
-                self.flush_losses(stage, losses)
-                return False
+            if self.cfg.run_steps and self.steps_this_run >= self.cfg.run_steps:
+                paused = True
+                break
             batch = self.vae_batch(self.step) if stage == "vae" else self.diffusion_batch(self.step, stage)
             factor = self.lr_factor(self.step, steps, progress)
             local = self.train_step(batch, factor, self.step)
@@ -427,6 +430,7 @@ class Trainer:
                 progress = (now - started) / max(deadline - started, 1e-6)
             loss, stop, progress = self.sync(local, now >= deadline, progress)  # rank 0's clock decides for all
             self.step += 1
+            self.steps_this_run += 1
             self.samples[stage] = self.samples.get(stage, 0) + self.batch[stage]
             losses.append((self.step, self.samples[stage], loss, factor))
             if self.step % self.cfg.log_every == 0 or self.step == steps:
@@ -437,11 +441,12 @@ class Trainer:
                 self.flush_losses(stage, losses)
                 self.curve_point()
             if self.group.is_main and time.monotonic() - self.last_ckpt > self.cfg.checkpoint_every_s:
+                self.flush_losses(stage, losses)  # the file holds every step the checkpoint has seen
                 self.save_checkpoint()
         self.flush_losses(stage, losses)
         self.metrics[f"{stage}_steps"] = self.step
         self.metrics[f"{stage}_s_per_step"] = (time.monotonic() - started) / max(self.step - first, 1)
-        return not (stop and self.cfg.pause_at_budget and self.step < steps)
+        return not (paused or (stop and self.cfg.pause_at_budget and self.step < steps))
 
     def flush_losses(self, stage: str, losses: list[tuple[int, int, Tensor, float]]) -> float:
         """Append the logged steps to ``losses.jsonl`` (rank 0) and empty ``losses``; their mean loss."""
@@ -623,7 +628,13 @@ class Trainer:
         training = info.get("training")
         if not training or training.get("stage") not in ("unet", "controlnet"):
             raise ValueError(f"resume: {folder} records no interrupted UNet or ControlNet stage to continue")
+        if int(info.get("default_size", self.size)) != self.size:
+            raise ValueError(
+                f"resume: {folder} was trained at {info['default_size']} px; pass --image-size {info['default_size']}"
+            )
         self.load_exported(folder, stage=training["stage"])
+        if self.stage == "unet":
+            self.controlnets = {}  # an export in the UNet stage holds placeholders: copy the final UNet later
         self.metrics.update(info.get("metrics", {}))
         self.step, self.samples = int(training["step"]), dict(training.get("samples", {}))
         self.warm_from = self.step
@@ -642,7 +653,10 @@ class Trainer:
                 continue
             kept = []
             for line in path.read_text(encoding="utf-8").splitlines():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line half-written by a killed run
+                    continue
                 later = (order[row["stage"]], row["step"]) > (order[self.stage], self.step)
                 if not later:
                     kept.append(line)
@@ -672,9 +686,19 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         if cfg.resume:
-            if (self.out / "checkpoint.pt").exists():
+            # rank 0's disk decides (the checkpoint is sent to the others; an export must be on every disk)
+            found = None
+            if self.group.is_main:
+                if (self.out / "checkpoint.pt").exists():
+                    found = "checkpoint"
+                elif (self.out / "model" / "sdkit.json").exists():
+                    found = "export"
+            found = self.group.broadcast(found)
+            if found == "checkpoint":
                 self.load_checkpoint()
-            elif (self.out / "model" / "sdkit.json").exists():
+            elif found == "export":
+                if not (self.out / "model" / "sdkit.json").exists():
+                    raise FileNotFoundError(f"resume: rank {self.group.rank} has no {self.out / 'model'} (rank 0 has)")
                 self.resume_from_export(self.out / "model")
         steps = {"vae": cfg.vae_steps, "unet": cfg.unet_steps, "controlnet": cfg.controlnet_steps}
         while self.stage != "done":
