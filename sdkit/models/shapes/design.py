@@ -67,6 +67,7 @@ def word_attention_share(kit: Any, n: int = 10, seed: int = 0) -> dict[str, floa
         with capture_attention(kit) as maps:
             generation = kit.generate(world.caption(scene), seed=seed + i)
         everything = maps.token_maps(normalize=False)[0]  # [tokens, H, W]
+        assert maps.tokens is not None, "capture_attention records the prompt's tokens"
         words = [k for k, w in enumerate(maps.tokens.words[0]) if w >= 0]
         share = everything[words].sum(0) / everything.sum(0)
         _, objects = evaluate.components(evaluate.to_tensor(generation.images))[0]

@@ -84,9 +84,10 @@ def wrap(module: StageLoss, group: Group, device: torch.device, find_unused: boo
 
 def accumulating(model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
     """For every micro-batch but the last: DDP's ``no_sync`` (gradients are averaged once per step)."""
-    if last or not hasattr(model, "no_sync"):
+    no_sync: Any = getattr(model, "no_sync", None)
+    if last or no_sync is None:
         return contextlib.nullcontext()
-    return model.no_sync()
+    return no_sync()
 
 
 class StepSync:

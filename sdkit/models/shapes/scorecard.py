@@ -59,8 +59,8 @@ def generate_scenes(
     return images
 
 
-def score(images: Sequence[Any], scenes: Sequence[world.Scene]) -> dict[str, float]:
-    """The evaluator's accuracies for a row's images, rounded to 4 places."""
+def score(images: Any, scenes: Sequence[world.Scene]) -> dict[str, float]:
+    """The evaluator's accuracies for a row's images (PIL images or a tensor), rounded to 4 places."""
     result = evaluate.evaluate(images, scenes)
     return {k: round(float(result[k]), 4) for k in KEYS if k in result}
 
