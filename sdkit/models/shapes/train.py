@@ -45,7 +45,7 @@ from torch import Tensor
 
 from sdkit.distributed.group import Group, join
 from sdkit.models.shapes import architecture as arch
-from sdkit.models.shapes import world
+from sdkit.models.shapes import checkpoints, world
 from sdkit.models.shapes.captions import token_ids
 from sdkit.models.shapes.export import export
 from sdkit.models.shapes.parallel import Split, StageLoss, StepSync, accumulating, take, wrap
@@ -566,101 +566,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- checkpoint + export
     def save_checkpoint(self) -> None:
-        """The whole training state (rank 0 writes it; every process holds the same weights)."""
-        if not self.group.is_main:
-            return
-        state = {
-            "config": asdict(self.cfg),
-            "stage": self.stage,
-            "step": self.step,
-            "samples": self.samples,
-            "warm_from": self.warm_from,
-            "latent_scale": self.latent_scale,
-            "metrics": self.metrics,
-            "vae": self.vae.state_dict(),
-            "text_encoder": self.text_encoder.state_dict(),
-            "unet": self.unet.state_dict(),
-            "controlnets": {k: m.state_dict() for k, m in self.controlnets.items()},
-            "opt": self.opt.state_dict() if self.opt else None,
-            "scaler": self.scaler.state_dict(),
-            "ema": self.ema,
-        }
-        tmp = self.out / "checkpoint.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.out / "checkpoint.pt")
-        self.last_ckpt = time.monotonic()
+        checkpoints.save(self)
 
     def load_checkpoint(self) -> None:
-        """Resume from ``checkpoint.pt``: rank 0 reads it and sends it to the others (no shared disk needed)."""
-        state = None
-        if self.group.is_main:
-            state = torch.load(self.out / "checkpoint.pt", map_location="cpu", weights_only=True)
-        state = self.group.broadcast(state)
-        self.stage, self.step = state["stage"], state["step"]
-        self.samples, self.warm_from = state.get("samples", {}), state.get("warm_from", 0)
-        self.latent_scale, self.metrics = state["latent_scale"], state["metrics"]
-        for name in ("vae", "text_encoder", "unet"):
-            getattr(self, name).load_state_dict(state[name])
-        if state["controlnets"]:
-            self.ensure_controlnets()
-            for k, m in self.controlnets.items():
-                m.load_state_dict(state["controlnets"][k])
-        if self.stage != "vae":
-            self.vae.eval().requires_grad_(False)
-        if self.stage == "controlnet":
-            self.unet.eval().requires_grad_(False)
-            self.text_encoder.eval().requires_grad_(False)
-        if self.stage != "done" and state["opt"] is not None:
-            self.make_optimizer()
-            assert self.opt is not None
-            self.opt.load_state_dict(state["opt"])
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            if state["ema"] is not None:
-                self.ema = [e.to(self.device) for e in state["ema"]]
-        self.truncate_records()
-        self.log(f"resumed at stage {self.stage}, step {self.step}")
+        checkpoints.load(self)
 
     def resume_from_export(self, folder: Path) -> None:
-        """Resume from an exported folder alone (fp16 EMA weights, as committed between GPU sessions): the weights
-        become both the trained and the EMA weights, the optimizer starts fresh and re-warms."""
-        info = json.loads((folder / "sdkit.json").read_text())
-        training = info.get("training")
-        if not training or training.get("stage") not in ("unet", "controlnet"):
-            raise ValueError(f"resume: {folder} records no interrupted UNet or ControlNet stage to continue")
-        if int(info.get("default_size", self.size)) != self.size:
-            raise ValueError(
-                f"resume: {folder} was trained at {info['default_size']} px; pass --image-size {info['default_size']}"
-            )
-        self.load_exported(folder, stage=training["stage"])
-        if self.stage == "unet":
-            self.controlnets = {}  # an export in the UNet stage holds placeholders: copy the final UNet later
-        self.metrics.update(info.get("metrics", {}))
-        self.step, self.samples = int(training["step"]), dict(training.get("samples", {}))
-        self.warm_from = self.step
-        self.truncate_records()
-        self.log(f"resumed from the exported weights at stage {self.stage}, step {self.step} (optimizer re-warmed)")
-
-    def truncate_records(self) -> None:
-        """Drop loss and curve rows written after the state being resumed (a run killed after its last checkpoint
-        wrote some): the resumed run writes them again, so the files hold one curve."""
-        if not self.group.is_main:
-            return
-        order = {s: i for i, s in enumerate((*STAGES, "done"))}
-        for name in ("losses.jsonl", "curve.jsonl"):
-            path = self.out / name
-            if not path.exists():
-                continue
-            kept = []
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:  # a line half-written by a killed run
-                    continue
-                later = (order[row["stage"]], row["step"]) > (order[self.stage], self.step)
-                if not later:
-                    kept.append(line)
-            path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        checkpoints.resume_from_export(self, folder)
 
     def export(self) -> None:
         """Write the diffusers folder (rank 0). Before the ControlNet stage the folder gets untrained placeholder
@@ -686,20 +598,7 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         if cfg.resume:
-            # rank 0's disk decides (the checkpoint is sent to the others; an export must be on every disk)
-            found = None
-            if self.group.is_main:
-                if (self.out / "checkpoint.pt").exists():
-                    found = "checkpoint"
-                elif (self.out / "model" / "sdkit.json").exists():
-                    found = "export"
-            found = self.group.broadcast(found)
-            if found == "checkpoint":
-                self.load_checkpoint()
-            elif found == "export":
-                if not (self.out / "model" / "sdkit.json").exists():
-                    raise FileNotFoundError(f"resume: rank {self.group.rank} has no {self.out / 'model'} (rank 0 has)")
-                self.resume_from_export(self.out / "model")
+            checkpoints.resume(self)
         steps = {"vae": cfg.vae_steps, "unet": cfg.unet_steps, "controlnet": cfg.controlnet_steps}
         while self.stage != "done":
             stage = self.stage
