@@ -9,7 +9,6 @@ sweep batches together. Cells are compared as latents (saved beside each PNG) wi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from distributed_fixtures import renders, torchrun
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
@@ -56,20 +56,6 @@ with join() as group:
     distributed_sweep(kit, config.prompt, config.x, config.y, out=out, max_batch=config.max_batch,
                       lockstep=config.lockstep, latents=config.latents, on_cell=on_cell, group=group, **config.fixed)
 """
-
-
-def torchrun(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run`` with 2 processes on this machine (standalone rendezvous on a free local
-    port), one thread each."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *argv]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-
-
-def renders(out: Path) -> list[tuple[int, int, int]]:
-    """(row, col, rank) of every cell written, from the sweep's render log."""
-    lines = (out / "renders.log").read_text().splitlines()
-    return [(d["row"], d["col"], d["rank"]) for d in map(json.loads, lines)]
 
 
 def cell_latents(out: Path, row: int, col: int) -> torch.Tensor:

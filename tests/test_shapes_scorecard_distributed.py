@@ -5,13 +5,11 @@ killed resumes by rendering only the missing images. The oracle is ``scorecard.s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from distributed_fixtures import renders, torchrun
 from PIL import Image
 
 import sdkit
@@ -39,16 +37,6 @@ with join() as group:
     kit = sdkit.load("shapes", device=group.device)
     distributed_scorecard(kit, [("one", 7.5), ("short", 1.0)], out=out, n=5, on_cell=on_cell, group=group)
 """
-
-
-def torchrun(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *argv]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-
-
-def renders(out: Path) -> list[tuple[int, int, int]]:
-    return [(d["row"], d["col"], d["rank"]) for d in map(json.loads, (out / "renders.log").read_text().splitlines())]
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ identical losses (difference 0.0); the tests allow 1e-6.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from distributed_fixtures import torchrun
 
 from sdkit.models.shapes.parallel import Split, take
 from sdkit.models.shapes.train import main as train_main
@@ -32,16 +30,13 @@ FINE_TUNE = ["--device", "cpu", "--init-from", str(WEIGHTS), "--init-stage", "un
 REL_TOL = 1e-5
 
 
-def torchrun(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *argv]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+def torchrun_ok(cwd: Path, *argv: str) -> None:
+    proc = torchrun(cwd, *argv)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
 
 
 def train_2(out: Path, *extra: str) -> None:
-    torchrun(out.parent, "-m", "sdkit.models.shapes.train", "--out", str(out), *FINE_TUNE, *extra)
+    torchrun_ok(out.parent, "-m", "sdkit.models.shapes.train", "--out", str(out), *FINE_TUNE, *extra)
 
 
 def losses(out: Path, stage: str = "unet") -> np.ndarray:
@@ -115,7 +110,7 @@ def test_every_stage_trains_data_parallel(tmp_path: Path) -> None:
     args = ["--device", "cpu", "--vae-steps", "2", "--unet-steps", "2", "--controlnet-steps", "2", "--batch", "4",
             "--pool", "32", "--eval-n", "1", "--log-every", "1"]  # fmt: skip
     train_main(["--out", str(tmp_path / "one"), *args])
-    torchrun(tmp_path, "-m", "sdkit.models.shapes.train", "--out", str(tmp_path / "two"), *args)
+    torchrun_ok(tmp_path, "-m", "sdkit.models.shapes.train", "--out", str(tmp_path / "two"), *args)
     for stage in ("vae", "unet", "controlnet"):
         one, two = losses(tmp_path / "one", stage), losses(tmp_path / "two", stage)
         assert len(one) == 2

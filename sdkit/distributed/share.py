@@ -37,7 +37,7 @@ def render_share(
     gather the cells on rank 0. ``run`` names this run's shared counter, ``already_done`` the cells found on disk
     (the progress bar starts there). Returns the seconds from the start until every process was done."""
     owners = assign(list(items), group.world_size, costs)
-    total = sum(_cells_of(item) for item in items)
+    total = sum(len(item) for item in items)
     counter = f"cells-{run}"
     bar = None
     if progress and group.is_main:
@@ -66,7 +66,3 @@ def render_share(
         bar.close()
     collect(group, folder)
     return seconds
-
-
-def _cells_of(item: Any) -> int:
-    return len(item)

@@ -70,21 +70,12 @@ def binding(
             words.append(WordBinding(colour, drawn=False, on_own_object=False))
             continue
         heat = word_attention(maps, colour, layers=list(layers) if layers else None)[0]
-        regions = [_at(own.mask, heat.shape), *(_at(o.mask, heat.shape) for o in others)]
+        regions = [evaluate.mask_at(o.mask, heat.shape) for o in (own, *others)]
         background = ~torch.stack(regions).any(0)
         means = [float(heat[m].mean()) for m in (*regions, background)]
         words.append(WordBinding(colour, True, means[0] > max(means[1:])))
     right = bool(evaluate.evaluate(generation.images, [prompt])["all"])
     return Binding(prompt, seed, right, words, generation, maps)
-
-
-def _at(mask: Any, shape: Any) -> Any:
-    """An object mask (found at the evaluator's 64 pixels) at the attention map's size."""
-    import torch
-
-    if tuple(mask.shape) == tuple(shape):
-        return mask
-    return torch.nn.functional.interpolate(mask[None, None].float(), size=tuple(shape))[0, 0] > 0.5
 
 
 def binding_story(kit: Any, seeds: Sequence[int] = range(5), **options: Any) -> list[Binding]:

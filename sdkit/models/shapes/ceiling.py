@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from sdkit.models.shapes import world
+from sdkit.models.shapes.evaluate import psnr
 from sdkit.models.shapes.scorecard import ROWS, row_scenes, score
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -33,11 +34,6 @@ def round_trip(vae: Any, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
         z = vae.encode(part * 2 - 1).latent_dist.mean
         out.append(((vae.decode(z).sample.float() + 1) / 2).clamp(0, 1))
     return (torch.cat(out) * 255).round() / 255
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = ((a - b) ** 2).mean((1, 2, 3)).clamp_min(1e-10)
-    return float((-10 * torch.log10(mse)).mean())
 
 
 def ceiling(

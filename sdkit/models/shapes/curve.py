@@ -22,6 +22,7 @@ from typing import Any
 
 from sdkit.models.shapes import world
 from sdkit.models.shapes.scorecard import row_scenes
+from sdkit.models.shapes.scorecard import score as score_row
 
 CURVE_SEED = 424242  # the curve's prompts: not the scorecard's (seed 0)
 ROW_KEYS = (("one", ("color", "shape", "position")), ("two", ("two_objects",)), ("short", ("color", "shape")))
@@ -30,16 +31,11 @@ SERIES = ("one_color", "one_shape", "one_position", "two_objects", "short_color"
 
 def score(trainer: Any, n: int, cfg: float = 7.5) -> dict[str, float]:
     """The curve's scores for the trainer's models as they are now (``n`` prompts per row)."""
-    from sdkit.models.shapes import evaluate
-
     out: dict[str, float] = {}
     for row, keys in ROW_KEYS:
         scenes = row_scenes(row, n, CURVE_SEED)
-        images = trainer.images_for([world.caption(s) for s in scenes], cfg=cfg, seed=CURVE_SEED)
-        result = evaluate.evaluate(images, scenes)
-        for key in keys:
-            name = key if key == "two_objects" else f"{row}_{key}"
-            out[name] = round(float(result[key]), 4)
+        result = score_row(trainer.images_for([world.caption(s) for s in scenes], cfg=cfg, seed=CURVE_SEED), scenes)
+        out.update({key if key == "two_objects" else f"{row}_{key}": result[key] for key in keys})
     return out
 
 

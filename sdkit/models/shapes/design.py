@@ -73,9 +73,7 @@ def word_attention_share(kit: Any, n: int = 10, seed: int = 0) -> dict[str, floa
         _, objects = evaluate.components(evaluate.to_tensor(generation.images))[0]
         if not objects:
             continue
-        mask = torch.stack([o.mask for o in objects]).any(0)
-        if mask.shape != share.shape:
-            mask = torch.nn.functional.interpolate(mask[None, None].float(), size=share.shape).bool()[0, 0]
+        mask = evaluate.mask_at(torch.stack([o.mask for o in objects]).any(0), share.shape)
         on.append(float(share[mask].mean()))
         off.append(float(share[~mask].mean()))
     return {"on_objects": round(sum(on) / len(on), 4), "off_objects": round(sum(off) / len(off), 4), "images": len(on)}

@@ -71,6 +71,20 @@ def to_tensor(images: Any) -> Float[Tensor, "b 3 h w"]:
     return x
 
 
+def mask_at(mask: Tensor, shape: Sequence[int]) -> Tensor:
+    """An ``[h, w]`` bool mask found at the evaluator's 64 pixels, at another map size (nearest neighbour), e.g. an
+    attention map's at the generated image's size."""
+    if tuple(mask.shape) == tuple(shape):
+        return mask
+    return F.interpolate(mask[None, None].float(), size=tuple(shape))[0, 0] > 0.5
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """Mean PSNR in dB of two image batches ``[b, 3, h, w]`` in [0, 1] (per image, then averaged)."""
+    mse = ((a - b) ** 2).mean((1, 2, 3)).clamp_min(1e-10)
+    return float((-10 * torch.log10(mse)).mean())
+
+
 def palette_labels(images: Float[Tensor, "b 3 h w"]) -> Tensor:
     """Nearest palette colour per pixel, ``[b, h, w]`` in 0..7, or -1 where no colour is close."""
     d = torch.cdist(images.permute(0, 2, 3, 1).reshape(-1, 3), PALETTE)  # [b*h*w, 8]

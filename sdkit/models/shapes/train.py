@@ -502,8 +502,9 @@ class Trainer:
             z = self.encode(x, noise)
             rec = self.vae.decode(z).sample.float().clamp(-1, 1)
         self.latent_scale = float(1 / z.float().std())
-        mse = F.mse_loss((rec + 1) / 2, (x + 1) / 2, reduction="none").mean((1, 2, 3))
-        self.metrics["vae_psnr"] = float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
+        from sdkit.models.shapes.evaluate import psnr
+
+        self.metrics["vae_psnr"] = psnr((rec + 1) / 2, (x + 1) / 2)
         self.log(f"VAE PSNR {self.metrics['vae_psnr']:.2f} dB, latent scale {self.latent_scale:.4f}")
 
     def finish_unet(self) -> None:
