@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 from distributed_fixtures import torchrun
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdkit.models.shapes.parallel import Split, take
 from sdkit.models.shapes.train import main as train_main
@@ -120,6 +122,20 @@ def test_every_stage_trains_data_parallel(tmp_path: Path) -> None:
 def test_a_batch_that_does_not_split_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="divisible by 3"):
         train_main(["--out", str(tmp_path), *FINE_TUNE, "--batch", "32", "--accumulate", "3", "--unet-steps", "1"])
+
+
+@given(world=st.integers(1, 8), accumulate=st.integers(1, 4), per_part=st.integers(1, 6))
+@settings(max_examples=200, deadline=None)
+def test_any_split_partitions_the_batch_into_equal_shares(world: int, accumulate: int, per_part: int) -> None:
+    batch = world * accumulate * per_part
+    Split(0, world, accumulate).check(batch, "unet")
+    shares = [Split(rank, world, accumulate).micro_slices(batch) for rank in range(world)]
+    flat = [i for parts in shares for part in parts for i in range(part.start, part.stop)]
+    assert flat == list(range(batch))  # every sample once, rank by rank, in order
+    assert {part.stop - part.start for parts in shares for part in parts} == {per_part}
+    if world * accumulate > 1:  # one sample more no longer splits
+        with pytest.raises(ValueError, match="divisible"):
+            Split(0, world, accumulate).check(batch + 1, "unet")
 
 
 def test_micro_batches_partition_the_global_batch() -> None:
