@@ -14,6 +14,9 @@ Variation seeds (``SeedSpec.subseed``/``subseed_strength``) mix a second noise i
 ``resize_from`` ("Seed resize from") draws the noise at another size and pastes its centre, so a composition
 found at one size survives a change of size. ``eta_noise_seed_delta`` is A1111's ENSD: the step noise comes
 from generators re-seeded ``seed + delta`` after the starting noise.
+
+The DPM++ SDE samplers are the exception, in A1111 as here: their step noise comes from a Brownian tree per image
+seeded with the image's seed (``sdkit.brownian``); ``ImageNoise.for_sampler`` hands each sampler its source.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ import numbers
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sdkit import limits
+
+if TYPE_CHECKING:
+    from sdkit.brownian import BrownianNoise
+    from sdkit.types import NoiseSampler
 
 SEED_LIMIT = 2**64
 
@@ -215,6 +223,7 @@ class ImageNoise:
         self.device, self.dtype = device, dtype
         self.generators = [generator(s) for s in self.seeds]
         self.started = False
+        self.brownian: BrownianNoise | None = None
 
     @classmethod
     def for_batch(
@@ -279,7 +288,28 @@ class ImageNoise:
     def to(self, device: torch.device | str | None, dtype: torch.dtype) -> ImageNoise:
         """Deliver later draws on ``device`` in ``dtype`` (the draws themselves stay on the CPU); returns self."""
         self.device, self.dtype = device, dtype
+        if self.brownian is not None:
+            self.brownian.to(device, dtype)
         return self
+
+    def for_sampler(self, sampler: Any, sigmas: Tensor) -> NoiseSampler:
+        """The step noise ``sampler`` gets in this run, as A1111 gives it: for the DPM++ SDE family a Brownian tree
+        per image seeded with the image's seed over the positive range of ``sigmas`` (``sdkit.brownian``), for every
+        other sampler this object's generators.
+
+        ``sigmas``: the run's whole schedule (for img2img the one before strength cuts its tail). The first tree is
+        kept, so a refiner that continues the run with the same ``ImageNoise`` walks the same Brownian motion: make
+        that first call with the whole schedule."""
+        from sdkit.brownian import BrownianNoise, sigma_range, uses_brownian_noise
+
+        if not uses_brownian_noise(sampler):
+            return self
+        if self.brownian is None:
+            span = sigma_range(sigmas.detach().float().cpu())
+            if span is None:  # nothing positive: no step of this run draws noise
+                return self
+            self.brownian = BrownianNoise(self.seeds, self.shape, *span, device=self.device, dtype=self.dtype)
+        return self.brownian
 
     def __call__(self, sigma: Tensor | float | None = None, sigma_next: Tensor | float | None = None) -> Tensor:
         if not self.started:

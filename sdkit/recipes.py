@@ -79,8 +79,10 @@ def txt2img(
     else:  # prompt editing: the conditioning switches between steps
         entries = [(end, c.repeat(batch_size)) for end, c in cond]
         guided = ScheduledCFG(denoiser, entries, uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
-    # 3. The sampler walks the sigmas; stochastic samplers draw their step noise from seeded generators.
-    for step in samplers.steps(sampler, guided, x, sigmas.to(device), noise_sampler=noise):
+    # 3. The sampler walks the sigmas; stochastic samplers draw their step noise from the seeded generators (the
+    #    DPM++ SDE family from per-image Brownian trees, as A1111 does).
+    step_noise = noise.for_sampler(sampler, sigmas)
+    for step in samplers.steps(sampler, guided, x, sigmas.to(device), noise_sampler=step_noise):
         if isinstance(guided, ScheduledCFG):
             if on_prompt is not None:
                 on_prompt(step.i, guided.entry)
@@ -134,7 +136,8 @@ def img2img(
     x = start * tail[0].to(dtype) if strength >= 1.0 else z + start * tail[0].to(dtype)
     # 4. Guidance and the sampler, as in txt2img.
     guided = CFG(denoiser, cond.repeat(batch_size), uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
-    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise):
+    # (A1111 spans a DPM++ SDE sampler's Brownian trees over the whole schedule, not the tail.)
+    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise.for_sampler(sampler, sigmas)):
         if on_step is not None:
             on_step(step)
         x = step.x_next
@@ -204,7 +207,7 @@ def inpaint(
     # 4. Noise to the tail's first sigma and sample, as img2img does.
     tail = strength_sigmas(sigmas, strength, strength_mode).to(device)
     x = start if tail.shape[0] < 2 else noise * tail[0] if strength >= 1.0 else start + noise * tail[0]
-    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=rng):
+    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=rng.for_sampler(sampler, sigmas)):
         if on_step is not None:
             on_step(step)
         x = step.x_next
@@ -299,7 +302,10 @@ def hires_fix(
     if not isinstance(c, TextConditioning):
         raise ValueError("hires_fix: prompt editing needs a hires_cond for the second pass (one TextConditioning)")
     guided = CFG(denoiser, c.repeat(batch_size), u.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
-    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise):
+    # A1111's second pass is img2img over a longer schedule whose tail this is; its Brownian trees span that
+    # schedule, from the model's sigma_max (where the first pass starts too) down to the tail's last positive sigma.
+    span = torch.cat([sigmas[:1].to(tail), tail])
+    for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise.for_sampler(sampler, span)):
         if on_step is not None:
             on_step(step)
         x = step.x_next

@@ -79,7 +79,8 @@ def refine(
     # 2. The refiner under CFG, with its own conditioning, walks the rest of the schedule.
     guided = CFG(denoiser, cond.repeat(b), uncond.repeat(b), cfg_scale)
     noise = noise_sampler_for(seed, x) if noise is None else noise.to(x.device, x.dtype)
-    steps = samplers.steps(sampler, guided, x, sigmas.to(x.device), noise_sampler=noise)
+    step_noise = noise.for_sampler(sampler, sigmas)  # the base's Brownian trees, when it made them
+    steps = samplers.steps(sampler, guided, x, sigmas.to(x.device), noise_sampler=step_noise)
     for step in steps:
         if on_step is not None:
             on_step(step)

@@ -119,6 +119,7 @@ def generate_refined(
         params.seed, params.batch_size, (space.channels, h // space.factor, w // space.factor),
         factor=space.factor, device=base.device, dtype=base.dtype,
     )  # fmt: skip
+    noise.for_sampler(sampler_fn, sigmas)  # a DPM++ SDE sampler's Brownian trees span the whole run (A1111's)
     with torch.no_grad():
         # 1. The base: pure noise -> latents still noisy at head[-1].
         cond, uncond = base.prompts.encode_pair(params.prompt, params.negative_prompt)

@@ -157,7 +157,7 @@ def run_batch(kit: Any, cells: list[Cell], model: ConditionalDenoiser | None = N
     guided = BatchCFG(kit.denoiser if model is None else model, cond, uncond, scale)
     # step noise per image: each image's generator after its starting noise, as Kit.generate draws it
     with torch.no_grad():
-        x = samplers.sample(first.sampler, guided, x, sigmas, noise_sampler=noise)
+        x = samplers.sample(first.sampler, guided, x, sigmas, noise_sampler=noise.for_sampler(first.sampler, sigmas))
     return Latents(x, space)
 
 

@@ -81,3 +81,31 @@ def unet_denoiser(schedule: DiscreteSchedule | None = None) -> tuple[Denoiser, D
 
 def latents(seed: int, batch: int = 2, size: int = 8) -> Tensor:
     return torch.randn(batch, 4, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def a1111_randn_local(size, dtype, device, seed) -> Tensor:
+    """A1111's torchsde hook with the CPU RNG source (``sd_samplers_common.replace_torchsde_browinan``):
+    ``randn_local(seed, size).to(device=device, dtype=dtype)``, a fresh CPU generator seeded ``seed``."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(size, device="cpu", generator=generator).to(device=device, dtype=dtype)
+
+
+def a1111_sde_run(sampler: str, model, x: Tensor, tail: Tensor, schedule: Tensor, seeds, record=None) -> Tensor:
+    """A1111's DPM++ SDE run (``KDiffusionSampler.create_noise_sampler``): k-diffusion's ``sample_<sampler>`` over
+    ``tail`` with ``BrownianTreeNoiseSampler`` trees seeded ``seeds`` over ``schedule``'s positive span, torchsde
+    hooked as A1111 hooks it. ``record`` (a list) receives every noise draw."""
+    import k_diffusion.sampling as K
+    import pytest
+    import torchsde._brownian.brownian_interval as brownian_interval
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(brownian_interval, "_randn", a1111_randn_local)
+        tree = K.BrownianTreeNoiseSampler(x, schedule[schedule > 0].min(), schedule.max(), seed=list(seeds))
+
+        def noise_sampler(sigma, sigma_next):
+            draw = tree(sigma, sigma_next)
+            if record is not None:
+                record.append(draw)
+            return draw
+
+        return getattr(K, f"sample_{sampler}")(model, x, tail, noise_sampler=noise_sampler, disable=True)

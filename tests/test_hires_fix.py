@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
+from sampler_fixtures import a1111_sde_run
 
 from sdkit import metadata
 from sdkit.cli import main
@@ -86,19 +87,25 @@ def _second_pass_oracle(kit, prompt, low: torch.Tensor, *, seed, steps, strength
     cond, uncond = kit.prompts.encode_pair(prompt, "")
     h, w = low.shape[2] * 3 // 2, low.shape[3] * 3 // 2  # scale 1.5
     z = torch.nn.functional.interpolate(low, size=(h, w), mode=mode, antialias=antialias)
-    tail = a1111_hires_tail(lambda n: make_sigmas("normal", n, kit.denoiser.schedule), steps, strength)
+
+    def make(n: int) -> torch.Tensor:
+        return make_sigmas("normal", n, kit.denoiser.schedule)
+
+    tail = a1111_hires_tail(make, steps, strength)
     gen = torch.Generator().manual_seed(seed)
     x = z + torch.randn(z.shape[1:], generator=gen)[None] * tail[0]
     model = CFG(kit.denoiser, cond, uncond, cfg)
     if sampler == "euler":
         return K.sample_euler(model, x, tail, disable=True)
+    if sampler == "dpmpp_sde":  # Brownian trees over the whole longer schedule setup_img2img_steps makes
+        return a1111_sde_run(sampler, model, x, tail, make(int(steps / min(strength, 0.999))), [seed])
     return K.sample_euler_ancestral(
         model, x, tail, disable=True, noise_sampler=lambda s, sn: torch.randn(z.shape[1:], generator=gen)[None]
     )
 
 
 @pytest.mark.parametrize("upscaler", list(A1111_LATENT_MODES))
-@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_sde"])
 def test_latent_hires_matches_a1111s_second_pass(tiny_sd1_kit, upscaler, sampler):
     seed, steps, strength = 4376845645, 3, 0.6
     args = dict(seed=seed, steps=4, cfg=6.0, sampler=sampler, schedule="normal", width=32, height=48)

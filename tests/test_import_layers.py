@@ -100,6 +100,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sdkit.guidance", "sdkit.strength", "sdkit.unet", "sdkit.vae", "sdkit.previews", "sdkit.attention",
             "sdkit.trace", "sdkit.text", "sdkit.text.*", "sdkit.viz", "sdkit.viz.figure", "sdkit.viz.schedules",
             "sdkit.viz.steps", "sdkit.viz.latents", "sdkit.viz.grid", "sdkit.viz.attention", "sdkit.viz.embeddings",
+            "sdkit.brownian",
         ),
     ),
     ("file formats", ("sdkit.errors", "sdkit.image_files", "sdkit.model_files")),

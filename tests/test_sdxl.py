@@ -214,3 +214,24 @@ def test_single_file_sdxl_round_trips_the_weights(folders, kits, tmp_path) -> No
     torch.testing.assert_close(
         kit.generate("a cat", **args).latents.tensor, ref.generate("a cat", **args).latents.tensor, atol=1e-3, rtol=0
     )
+
+
+def test_base_and_refiner_walk_one_brownian_motion(kits, monkeypatch) -> None:
+    """A1111 runs base and refiner as one DPM++ SDE run: one tree per image over the whole schedule serves both."""
+    from sdkit.brownian import BrownianNoise
+
+    base, refiner = kits
+    served: list[tuple[int, float]] = []
+    original = BrownianNoise.__call__
+
+    def recording(self, sigma, sigma_next):
+        served.append((id(self), float(sigma_next)))
+        return original(self, sigma, sigma_next)
+
+    monkeypatch.setattr(BrownianNoise, "__call__", recording)
+    _, _, sigmas = base.parameters("a cat", steps=6, sampler="DPM++ 2M SDE Karras", width=64, height=64)
+    gen = sdxl.generate_refined(base, refiner, "a cat", denoising_end=0.5, seed=9, steps=6,
+                                sampler="DPM++ 2M SDE Karras", width=64, height=64)  # fmt: skip
+    assert np.isfinite(np.asarray(gen.images[0])).all()
+    assert len({tree for tree, _ in served}) == 1  # one noise source for the whole run
+    assert [s for _, s in served] == pytest.approx(sigmas[1:-1].tolist(), rel=1e-6)  # both halves drew from it

@@ -7,9 +7,10 @@ They discretise the reverse SDE in ``lambda = -log sigma`` with exponential inte
 std ``sigma_next * sqrt(1 - exp(-2 eta h))`` so the marginal stays at ``sigma_next``.
 
 k-diffusion (and A1111, ComfyUI) draw their noise from a Brownian tree (``torchsde``) so that the same seed
-gives similar images at different step counts; pass one as ``noise_sampler=`` for that behaviour. With
-``generator=`` sdkit draws independent per-step noise (``sdkit.noise``), which has the right distribution
-but does not keep images stable across step counts.
+gives similar images at different step counts. ``Kit.generate`` and the recipes do the same, with A1111's
+per-image seeding (``sdkit.brownian``, through ``ImageNoise.for_sampler``); called directly, these samplers take
+any ``noise_sampler=`` (e.g. ``sdkit.brownian.BrownianNoise``), and with ``generator=`` draw independent per-step
+noise (``sdkit.noise``), which has the right distribution but does not keep images stable across step counts.
 """
 
 from __future__ import annotations
@@ -22,8 +23,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from sdkit.samplers.base import ancestral_step, denoise, noise_source, read_sigmas, sigma_arg, sigma_like
+from sdkit.samplers.base import ancestral_step, denoise, noise_source, read_sigmas, sigma_arg
 from sdkit.types import Denoiser, NoiseSampler, Step
+
+
+def tree_times(sigmas: Tensor, i: int, r: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Where a DPM++ SDE step asks its noise sampler for noise: ``sigma``, the intermediate point and
+    ``sigma_next``, each recomputed as ``exp(-lambda)`` from ``lambda = -log sigma`` in the schedule's dtype, as
+    k-diffusion's ``sample_dpmpp_sde`` (and so A1111 and ComfyUI) computes them. They differ from the sigmas in the
+    last bits, and a Brownian tree answers slightly different times with slightly different noise: querying at the
+    same times keeps the noise identical to theirs."""
+    lam, lam_next = -sigma_arg(sigmas, i).log(), -sigma_arg(sigmas, i + 1).log()
+    lam_mid = lam + (lam_next - lam) * r
+    return (-lam).exp(), (-lam_mid).exp(), (-lam_next).exp()
 
 
 def dpmpp_sde(
@@ -61,6 +73,7 @@ def dpmpp_sde(
         if sigma_next == 0:
             x_next = denoised  # Euler to sigma 0
         else:
+            at_sigma, at_mid, at_next = tree_times(sigmas, i, r)
             lam = -math.log(sigma)
             h = -math.log(sigma_next) - lam
             sigma_s = math.exp(-(lam + r * h))
@@ -68,13 +81,13 @@ def dpmpp_sde(
             # stage 1: ancestral first-order step sigma -> sigma_s
             sd, su = ancestral_step(sigma, sigma_s, eta)
             x_s = first_order(x, sigma, sd, denoised)
-            x_s = add_noise(x_s, sigma_arg(sigmas, i), sigma_like(sigmas, sigma_s), su)
+            x_s = add_noise(x_s, at_sigma, at_mid, su)
             denoised_s = denoise(denoiser, x_s, sigma_s)
             # stage 2: the full step with the two estimates combined (second order in h)
             sd, su = ancestral_step(sigma, sigma_next, eta)
             estimate = (1 - fac) * denoised + fac * denoised_s
             x_next = first_order(x, sigma, sd, estimate)
-            x_next = add_noise(x_next, sigma_arg(sigmas, i), sigma_arg(sigmas, i + 1), su)
+            x_next = add_noise(x_next, at_sigma, at_next, su)
         yield Step(i, sigma, sigma_next, x, denoised, x_next)
         x = x_next
 
@@ -179,3 +192,9 @@ def dpmpp_3m_sde(
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
         x = x_next
+
+
+# A1111's "brownian_noise" sampler option: runs through Kit and the recipes give these a Brownian tree per image
+# (sdkit.brownian.uses_brownian_noise reads the mark; sdkit.brownian.BROWNIAN lists the same names).
+for _sampler in (dpmpp_sde, dpmpp_2m_sde, dpmpp_2m_sde_heun, dpmpp_3m_sde):
+    setattr(_sampler, "brownian_noise", True)  # noqa: B010 (a plain assignment trips mypy on a function)
