@@ -257,11 +257,16 @@ class _PromptWatch:
     def __init__(self, inner: Callable[..., Any], own: bool, capture: AttentionCapture) -> None:
         self.inner, self.own, self.capture = inner, own, capture
 
-    def __call__(self, prompt: str, negative_prompt: str = "") -> Any:
-        cond, uncond = self.inner(prompt, negative_prompt)
+    def __call__(self, prompt: str, negative_prompt: str = "", **options: Any) -> Any:
+        cond, uncond = self.inner(prompt, negative_prompt, **options)
         self.capture._uncond = uncond.embeds
         self.capture.maps.tokens = self.capture.prompts.tokenize(prompt)
         return cond, uncond
+
+
+def is_capturing(prompts: Any) -> bool:
+    """Whether a ``capture_attention`` block is watching this prompt encoder (its ``encode_pair`` is wrapped)."""
+    return isinstance(vars(prompts).get("encode_pair") if hasattr(prompts, "__dict__") else None, _PromptWatch)
 
 
 def _unlink(top: Any, target: Any, kind: type[Any]) -> bool:

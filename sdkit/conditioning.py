@@ -24,6 +24,7 @@ from sdkit.conditioners.image_input import as_image, check_batch, fit_size
 from sdkit.conditioners.masks import Mask
 from sdkit.denoisers import DiscreteDenoiser
 from sdkit.families import FamilyDefaults
+from sdkit.guidance import Cond
 from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
 from sdkit.metadata import GenerationParameters
@@ -61,7 +62,7 @@ class Conditioning:
         denoiser: DiscreteDenoiser,
         vae: VAE,
         space: LatentSpace,
-        cond: TextConditioning,
+        cond: Cond,
         uncond: TextConditioning,
         *,
         params: GenerationParameters,

@@ -13,14 +13,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sdkit.attention import is_capturing
 from sdkit.conditioning import Conditioning
 from sdkit.denoisers import DiscreteDenoiser
 from sdkit.finite import FiniteWatch
+from sdkit.guidance import Composed, Cond
 from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
 from sdkit.metadata import GenerationParameters
 from sdkit.micro_conditioning import add_time_ids
 from sdkit.recipes import hires_fix, txt2img
+from sdkit.text.composable import composable_parts, is_composable
 from sdkit.text.prompt_syntax import prompt_schedule
 from sdkit.trace import Trace
 from sdkit.types import Sampler, Step, TextConditioning
@@ -33,10 +36,10 @@ class EncodedPrompts:
     """The text conditioning of one request: ``cond`` (or, with prompt editing, ``schedule``: ``[(end_step,
     cond), ...]``), ``uncond``, and the hires pass's own pair (SDXL conditions it on its larger size)."""
 
-    cond: TextConditioning
+    cond: Cond
     uncond: TextConditioning
     schedule: list[tuple[int, TextConditioning]] | None = None
-    hires: tuple[TextConditioning, TextConditioning] | None = None
+    hires: tuple[Cond, TextConditioning] | None = None
 
     def to(self, device: torch.device, dtype: torch.dtype) -> EncodedPrompts:
         return EncodedPrompts(
@@ -51,12 +54,17 @@ def encode_prompts(
     prompts: Any, params: GenerationParameters, *, family: str, unet: Any, factor: int, conditioned: bool
 ) -> EncodedPrompts:
     """Encode the request's prompts with a kit's ``prompts`` encoder: the prompt pair, the prompt-editing schedule
-    (``[a:b:0.5]``, SD1/SD2 text to image only), and for SDXL (``unet``: its config says which) the micro-conditioning
-    of the image's size and of the hires pass's (``factor``: the VAE's)."""
+    (``[a:b:0.5]``, SD1/SD2 text to image only), the ``AND`` parts of a composable prompt (``sdkit.text.composable``),
+    and for SDXL (``unet``: its config says which) the micro-conditioning of the image's size and of the hires pass's
+    (``factor``: the VAE's)."""
     skip = {"clip_skip": params.clip_skip} if params.clip_skip != 1 else {}  # wrapped encode_pair: no kwargs
-    cond, uncond = prompts.encode_pair(params.prompt, params.negative_prompt, **skip)
+    cond: Cond
+    if is_composable(params.prompt):
+        cond, uncond = _encode_parts(prompts, params, skip)
+    else:
+        cond, uncond = prompts.encode_pair(params.prompt, params.negative_prompt, **skip)
     schedule, hires = None, None
-    if len(prompt_schedule(params.prompt, params.steps)) >= 2:
+    if isinstance(cond, TextConditioning) and len(prompt_schedule(params.prompt, params.steps)) >= 2:
         first = prompts.encode_schedule(params.prompt, params.steps)
         if conditioned or family == "sdxl" or params.hires is not None:
             raise NotImplementedError(
@@ -68,9 +76,32 @@ def encode_prompts(
     if family == "sdxl":  # micro-conditioning time_ids (base: sizes, refiner: aesthetic score)
         if params.hires is not None:  # the second pass is conditioned on its own size
             w, h = params.hires.latent_size(params.width, params.height, factor)
-            hires = add_time_ids(unet, cond, uncond, w * factor, h * factor)
-        cond, uncond = add_time_ids(unet, cond, uncond, params.width, params.height)
+            hires = _with_time_ids(unet, cond, uncond, w * factor, h * factor)
+        cond, uncond = _with_time_ids(unet, cond, uncond, params.width, params.height)
     return EncodedPrompts(cond, uncond, schedule, hires)
+
+
+def _encode_parts(
+    prompts: Any, params: GenerationParameters, skip: dict[str, int]
+) -> tuple[Composed, TextConditioning]:
+    """The ``AND`` parts of the prompt, each encoded on its own (all with one chunk count, so they batch), with
+    their weights; the negative prompt as plain text. Prompt editing inside the parts is not supported yet."""
+    parts = composable_parts(params.prompt)
+    if is_capturing(prompts):  # its maps keep one cond per image and the tokens of one prompt
+        raise NotImplementedError("capture_attention does not read AND prompts yet: capture each part on its own")
+    if any(len(prompt_schedule(part.text, params.steps)) >= 2 for part in parts):
+        raise NotImplementedError("prompt: prompt editing ([a:b:0.5]) inside AND parts is not supported yet")
+    chunks = max(prompts.chunks(text) for text in [*(part.text for part in parts), params.negative_prompt])
+    pairs = [prompts.encode_pair(part.text, params.negative_prompt, chunks=chunks, **skip) for part in parts]
+    return Composed.of([c for c, _ in pairs], [part.weight for part in parts]), pairs[0][1]
+
+
+def _with_time_ids(unet: Any, cond: Cond, uncond: TextConditioning, width: int, height: int) -> tuple[Cond, Any]:
+    """SDXL's micro-conditioning on a prompt pair; on every part of a composed prompt."""
+    if not isinstance(cond, Composed):
+        return add_time_ids(unet, cond, uncond, width, height)
+    _, uncond_with_ids = add_time_ids(unet, cond.parts[0], uncond, width, height)
+    return cond.map(lambda part: add_time_ids(unet, part, uncond, width, height)[0]), uncond_with_ids
 
 
 # ------------------------------------------------------------------------------------------------- steps

@@ -26,7 +26,7 @@ from sdkit.conditioners.controlnet import Control, controlled
 from sdkit.conditioners.masks import MaskedContent, fill_masked, latent_mask, masked, masked_image, paste_back
 from sdkit.conditioners.outpaint import extend_canvas
 from sdkit.denoisers import DiscreteDenoiser
-from sdkit.guidance import CFG, PartsHook, ScheduledCFG
+from sdkit.guidance import CFG, Composed, Cond, PartsHook, ScheduledCFG
 from sdkit.hires import HiresFix, upscale
 from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
@@ -45,7 +45,7 @@ PromptSchedule = Sequence[tuple[int, TextConditioning]]
 def txt2img(
     denoiser: ConditionalDenoiser,
     space: LatentSpace,
-    cond: TextConditioning | PromptSchedule,
+    cond: Cond | PromptSchedule,
     uncond: TextConditioning,
     *,
     sigmas: Float[Tensor, " n1"],
@@ -74,7 +74,7 @@ def txt2img(
         noise = ImageNoise.for_batch(seed, batch_size, shape, factor=space.factor, device=device, dtype=dtype)
     x = noise.first() * sigmas[0].to(dtype)
     # 2. Guidance wraps the model: [uncond, cond] in one batch, mixed as uncond + scale * (cond - uncond).
-    if isinstance(cond, TextConditioning):
+    if isinstance(cond, (TextConditioning, Composed)):  # one prompt, or the AND parts of one
         guided = CFG(denoiser, cond.repeat(batch_size), uncond.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
     else:  # prompt editing: the conditioning switches between steps
         entries = [(end, c.repeat(batch_size)) for end, c in cond]
@@ -106,7 +106,7 @@ def img2img(
     denoiser: ConditionalDenoiser,
     vae: VAE,
     init: Image,
-    cond: TextConditioning,
+    cond: Cond,
     uncond: TextConditioning,
     *,
     sigmas: Float[Tensor, " n1"],
@@ -158,7 +158,7 @@ def inpaint(
     vae: VAE,
     init: Image,
     mask: Float[Tensor, "b 1 h w"],
-    cond: TextConditioning,
+    cond: Cond,
     uncond: TextConditioning,
     *,
     sigmas: Float[Tensor, " n1"],
@@ -219,7 +219,7 @@ def outpaint(
     denoiser: ConditionalDenoiser,
     vae: VAE,
     image: Image,
-    cond: TextConditioning,
+    cond: Cond,
     uncond: TextConditioning,
     *,
     left: int = 0,
@@ -243,7 +243,7 @@ def controlnet(
     denoiser: DiscreteDenoiser,
     space: LatentSpace,
     controls: Sequence[Control],
-    cond: TextConditioning,
+    cond: Cond,
     uncond: TextConditioning,
     *,
     sigmas: Float[Tensor, " n1"],
@@ -259,13 +259,13 @@ def controlnet(
 def hires_fix(
     denoiser: ConditionalDenoiser,
     vae: VAE,
-    cond: TextConditioning | PromptSchedule,
+    cond: Cond | PromptSchedule,
     uncond: TextConditioning,
     *,
     sigmas: Float[Tensor, " n1"],
     hires_sigmas: Float[Tensor, " m"],
     hires: HiresFix | None = None,
-    hires_cond: tuple[TextConditioning, TextConditioning] | None = None,
+    hires_cond: tuple[Cond, TextConditioning] | None = None,
     sampler: str | Sampler = "euler",
     cfg_scale: float = 7.5,
     seed: int | SeedSpec = 0,
@@ -299,7 +299,7 @@ def hires_fix(
     noise = ImageNoise.for_batch(seed, batch_size, z.shape[1:], factor=vae.space.factor, device=device, dtype=dtype)
     x = z + noise.first() * tail[0].to(dtype)
     c, u = hires_cond if hires_cond is not None else (cond, uncond)
-    if not isinstance(c, TextConditioning):
+    if not isinstance(c, (TextConditioning, Composed)):
         raise ValueError("hires_fix: prompt editing needs a hires_cond for the second pass (one TextConditioning)")
     guided = CFG(denoiser, c.repeat(batch_size), u.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
     # A1111's second pass is img2img over a longer schedule whose tail this is; its Brownian trees span that

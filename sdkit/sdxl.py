@@ -37,6 +37,7 @@ from sdkit.noise import ImageNoise
 from sdkit.recipes import txt2img
 from sdkit.refiner import refine, split_sigmas
 from sdkit.strength import strength_sigmas
+from sdkit.text.composable import refuse_composable
 from sdkit.trace import Trace
 from sdkit.types import Sampler
 
@@ -122,6 +123,7 @@ def generate_refined(
     noise.for_sampler(sampler_fn, sigmas)  # a DPM++ SDE sampler's Brownian trees span the whole run (A1111's)
     with torch.no_grad():
         # 1. The base: pure noise -> latents still noisy at head[-1].
+        refuse_composable(params.prompt, "the SDXL refiner")
         cond, uncond = base.prompts.encode_pair(params.prompt, params.negative_prompt)
         cond, uncond = add_time_ids(base.unet, cond, uncond, w, h, micro)
         latents = txt2img(
@@ -187,6 +189,7 @@ def refine_image(
     _, _, sigmas = refiner.parameters(prompt, negative_prompt, steps=steps, schedule=schedule)
     tail = strength_sigmas(sigmas, strength)
     w, h = image.size
+    refuse_composable(prompt, "the SDXL refiner")
     cond, uncond = refiner.prompts.encode_pair(prompt, negative_prompt)
     cond, uncond = add_time_ids(refiner.unet, cond, uncond, w, h, micro)
     latents = refiner.vae.encode(image)

@@ -147,3 +147,15 @@ def test_load_controlnet_folder_file_and_refusals(kit_with_controlnets, tmp_path
         load_controlnet(str(tmp_path))
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_controlnet(str(tmp_path / "missing.safetensors"))
+
+
+def test_controlnet_under_an_and_prompt(kit_with_controlnets):
+    """The ControlNet sees every AND part's rows: a second part of weight 0 leaves the controlled image as it was."""
+    _, kit = kit_with_controlnets
+    common = dict(seed=8, steps=3, width=64, height=64, batch_size=2, sampler="euler",
+                  control=("controlnet_depth", gradient_image(), 0.9))  # fmt: skip
+    plain = kit.generate(PROMPT, **common)
+    zeroed = kit.generate(f"{PROMPT} AND a green triangle :0", **common)
+    both = kit.generate(f"{PROMPT} AND a green triangle", **common)
+    torch.testing.assert_close(zeroed.latents.tensor, plain.latents.tensor, rtol=1e-5, atol=1e-5)
+    assert (both.latents.tensor - plain.latents.tensor).abs().max() > 1e-3

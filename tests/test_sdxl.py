@@ -235,3 +235,17 @@ def test_base_and_refiner_walk_one_brownian_motion(kits, monkeypatch) -> None:
     assert np.isfinite(np.asarray(gen.images[0])).all()
     assert len({tree for tree, _ in served}) == 1  # one noise source for the whole run
     assert [s for _, s in served] == pytest.approx(sigmas[1:-1].tolist(), rel=1e-6)  # both halves drew from it
+
+
+def test_and_prompts_compose_on_the_base_and_are_refused_by_the_refiner(kits) -> None:
+    """Every AND part gets the base's micro-conditioning (its time_ids and pooled embedding): the two-part prompt
+    at weights (1, 0) is the first part alone; the refiner handoff says it does not compose yet."""
+    base, refiner = kits
+    args = dict(seed=4, steps=3, cfg=5.0, sampler="euler", width=64, height=64)
+    alone = base.generate("a cat", **args)
+    zeroed = base.generate("a cat AND a dog :0", **args)
+    both = base.generate("a cat AND a dog", **args)
+    torch.testing.assert_close(zeroed.latents.tensor, alone.latents.tensor, rtol=1e-5, atol=1e-5)
+    assert (both.latents.tensor - alone.latents.tensor).abs().max() > 1e-3
+    with pytest.raises(NotImplementedError, match="SDXL refiner"):
+        sdxl.generate_refined(base, refiner, "a cat AND a dog", **args)

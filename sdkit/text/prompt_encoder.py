@@ -126,10 +126,11 @@ class PromptEncoder:
         return cond
 
     def encode_pair(
-        self, prompt: str, negative_prompt: str = "", *, clip_skip: int = 1
+        self, prompt: str, negative_prompt: str = "", *, clip_skip: int = 1, chunks: int | None = None
     ) -> tuple[TextConditioning, TextConditioning]:
-        """``(cond, uncond)`` with the same number of chunks, ready for ``TextConditioning.cat``."""
-        n = max(self.chunks(prompt), self.chunks(negative_prompt))
+        """``(cond, uncond)`` with the same number of chunks (at least ``chunks``), ready for
+        ``TextConditioning.cat``."""
+        n = max(self.chunks(prompt), self.chunks(negative_prompt), chunks or 1)
         cond = self.encode(prompt, n, clip_skip=clip_skip)
         if self.zero_empty_negative and negative_prompt == "":
             pooled = None if cond.pooled is None else torch.zeros_like(cond.pooled)

@@ -45,7 +45,8 @@ Deliberate differences from A1111 (each asserted in ``tests/test_prompt_syntax_a
   marker by the brackets, so the marker is lost and the word "BREAK" is encoded with weight -1.1; here it
   is a chunk break wherever it stands.
 - ``AND`` and a trailing ``:weight`` of a whole prompt (A1111's composable diffusion,
-  ``get_multicond_prompt_list``) are plain text here.
+  ``get_multicond_prompt_list``) are not this module's: ``sdkit.text.composable`` splits a prompt into its parts
+  first, and each part comes here.
 - A1111's doctest ``a [{b|d{:.5] c`` (marked "not handling this right now" there) expects an edit, but its
   own parser returns the prompt unchanged (a ``|`` outside an alternation fails its grammar): sdkit follows
   the code. Its doctests with ``hires_steps`` have no counterpart (sdkit has no hires pass).
