@@ -207,3 +207,23 @@ def test_a_resume_from_a_unet_stage_export_drops_its_placeholder_controlnets(run
         train.Trainer(train.Config(out=str(tmp_path), device="cpu", image_size=128)).resume_from_export(
             tmp_path / "model"
         )
+
+
+def test_an_fp16_step_the_scaler_skips_leaves_weights_and_ema_alone(tmp_path: Path) -> None:
+    """With inf gradients the GradScaler skips the optimizer step; the EMA must not move toward the unchanged weights
+    either (after a real step it lags them, so it would), and the skip is counted."""
+    trainer = train.Trainer(train.Config(out=str(tmp_path), device="cpu", pool=16, batch=2, precision="fp16"))
+    trainer.stage = "unet"
+    trainer.prepare("unet")
+    trainer.make_optimizer()
+    assert trainer.ema is not None
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    trainer.train_step(trainer.diffusion_batch(0, "unet"), 1.0, 0)  # a real step: the EMA now lags the weights
+    weights = [p.detach().clone() for p in trainer.trainable()]
+    ema = [e.clone() for e in trainer.ema]
+    assert not all(torch.equal(w, e) for w, e in zip(weights, ema, strict=True))
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # the scaled loss overflows: inf gradients
+    trainer.train_step(trainer.diffusion_batch(1, "unet"), 1.0, 1)
+    assert trainer.skipped_steps == {"unet": 1} and trainer.scaler.get_scale() == 2.0**126
+    assert all(torch.equal(w, p) for w, p in zip(weights, trainer.trainable(), strict=True))
+    assert all(torch.equal(a, e) for a, e in zip(ema, trainer.ema, strict=True))

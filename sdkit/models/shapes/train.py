@@ -147,6 +147,7 @@ class Trainer:
         self.warm_from = 0  # the step the learning-rate warmup starts from (a resume from weights alone re-warms)
         self.steps_this_run = 0  # optimizer steps taken by this process's run, over all stages (--run-steps)
         self.metrics: dict[str, Any] = {}
+        self.skipped_steps: dict[str, int] = {}  # fp16: optimizer steps the gradient scaler skipped, per stage
         self.opt: torch.optim.Optimizer | None = None
         self.model: torch.nn.Module | None = None  # the stage's StageLoss, under DDP when there are several processes
         self.ema: list[Tensor] | None = None
@@ -330,8 +331,13 @@ class Trainer:
         self.scaler.unscale_(self.opt)
         params = [p for group in self.opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0  # fp16 only: one sync per step
         self.scaler.step(self.opt)
         self.scaler.update()
+        if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
+            # inf/NaN gradients: the scaler skipped the optimizer step and halved the scale; the EMA stays put too
+            self.skipped_steps[self.stage] = self.skipped_steps.get(self.stage, 0) + 1
+            return total / len(parts)
         if self.ema is not None:  # EMA with a warmup, so early steps do not freeze the random init in
             decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(self.ema, [p.detach() for p in params], 1 - decay)
@@ -445,6 +451,8 @@ class Trainer:
                 self.save_checkpoint()
         self.flush_losses(stage, losses)
         self.metrics[f"{stage}_steps"] = self.step
+        if self.scaler.is_enabled():
+            self.metrics[f"{stage}_fp16_skipped_steps"] = self.skipped_steps.get(stage, 0)
         self.metrics[f"{stage}_s_per_step"] = (time.monotonic() - started) / max(self.step - first, 1)
         return not (paused or (stop and self.cfg.pause_at_budget and self.step < steps))
 
