@@ -30,6 +30,7 @@ any order and the last one out leaves the very processor objects that were there
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,9 +265,13 @@ class _PromptWatch:
         return cond, uncond
 
 
+_LIVE: weakref.WeakSet[AttentionCapture] = weakref.WeakSet()  # installed captures
+
+
 def is_capturing(prompts: Any) -> bool:
-    """Whether a ``capture_attention`` block is watching this prompt encoder (its ``encode_pair`` is wrapped)."""
-    return isinstance(vars(prompts).get("encode_pair") if hasattr(prompts, "__dict__") else None, _PromptWatch)
+    """Whether an attention capture made for the kit with this prompt encoder (``capture_attention(kit)``, whatever
+    its ``cond_only``) is installed now."""
+    return any(capture.prompts is prompts for capture in list(_LIVE))
 
 
 def _unlink(top: Any, target: Any, kind: type[Any]) -> bool:
@@ -385,6 +390,7 @@ class AttentionCapture:
         if self.cond_only is None and hasattr(self.prompts, "encode_pair"):
             self._watch_prompts()
         self.maps.capturing = True
+        _LIVE.add(self)
         return self.maps
 
     def remove(self) -> None:
@@ -396,6 +402,7 @@ class AttentionCapture:
             if _unlink(module.processor, processor, CaptureProcessor):
                 module.set_processor(processor.inner)
         self._installed.clear()
+        _LIVE.discard(self)
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

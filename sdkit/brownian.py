@@ -20,7 +20,6 @@ others, so ``Kit.generate``, img2img, inpainting, hires fix, sweeps and the SDXL
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -77,7 +76,11 @@ class BrownianNoise:
         self.shape = tuple(int(v) for v in shape)
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
         self.device, self.dtype = device, dtype
+        # the span as k-diffusion's BrownianTreeNoiseSampler passes it to torchsde: 0-d float32 times
+        self.t0 = torch.as_tensor(sigma_min, dtype=torch.float32)
+        self.t1 = torch.as_tensor(sigma_max, dtype=torch.float32)
         self._trees: list[Any] | None = None
+        self._span = (float(self.t0), float(self.t1))
 
     @property
     def trees(self) -> list[Any]:
@@ -88,11 +91,12 @@ class BrownianNoise:
 
             if self.sigma_min == self.sigma_max:
                 raise ValueError(f"BrownianNoise spans the single sigma {self.sigma_min:.6g}: no noise lies there")
-            # As k-diffusion's BrownianTreeNoiseSampler passes them: 0-d float32 times, a zero start of one image.
-            t0 = torch.as_tensor(self.sigma_min, dtype=torch.float32)
-            t1 = torch.as_tensor(self.sigma_max, dtype=torch.float32)
-            w0 = torch.zeros(self.shape, dtype=torch.float32)
-            self._trees = [torchsde.BrownianTree(t0, w0, t1, entropy=s) for s in self.seeds]
+            w0 = torch.zeros(self.shape, dtype=torch.float32)  # a zero start of one image's shape, as k-diffusion's
+            self._trees = [torchsde.BrownianTree(self.t0, w0, self.t1, entropy=s) for s in self.seeds]
+            # torchsde keeps the span rounded to 6 decimals and, asked a rounding error beyond it (every schedule's
+            # end points are), warns and answers at the end: clamping to its span first gives the same answer, quietly.
+            interval = getattr(self._trees[0], "_interval", None)
+            self._span = (getattr(interval, "_start", float(self.t0)), getattr(interval, "_end", float(self.t1)))
         return self._trees
 
     def to(self, device: torch.device | str | None, dtype: torch.dtype) -> BrownianNoise:
@@ -109,9 +113,8 @@ class BrownianNoise:
                 f"BrownianNoise spans sigmas [{self.sigma_min:.6g}, {self.sigma_max:.6g}] but was asked for "
                 f"[{float(lo):.6g}, {float(hi):.6g}]: build it over the run's whole schedule"
             )
-        with warnings.catch_warnings():
-            # A sampler's sigmas come back from log space a rounding error outside the span; torchsde warns and
-            # answers at the end point, as it does under k-diffusion and A1111.
-            warnings.filterwarnings("ignore", message="Should have t[ab]", category=UserWarning)
-            increments = torch.stack([tree(lo, hi) for tree in self.trees]) * sign
+        trees = self.trees
+        start, end = self._span
+        lo_at, hi_at = min(max(float(lo), start), end), max(min(float(hi), end), start)  # torchsde reads floats too
+        increments = torch.stack([tree(lo_at, hi_at) for tree in trees]) * sign
         return (increments / (b - a).abs().sqrt()).to(device=self.device, dtype=self.dtype)

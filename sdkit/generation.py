@@ -20,11 +20,13 @@ from sdkit.finite import FiniteWatch
 from sdkit.guidance import Composed, Cond
 from sdkit.image import Image
 from sdkit.latents import Latents, LatentSpace
+from sdkit.limits import MAX_BATCH_SIZE, check_area, check_int
 from sdkit.metadata import GenerationParameters
 from sdkit.micro_conditioning import add_time_ids
 from sdkit.recipes import hires_fix, txt2img
-from sdkit.text.composable import composable_parts, is_composable
+from sdkit.text.composable import Part, composable_parts
 from sdkit.text.prompt_syntax import prompt_schedule
+from sdkit.text.tokenizer import CHUNK_TOKENS
 from sdkit.trace import Trace
 from sdkit.types import Sampler, Step, TextConditioning
 from sdkit.vae import VAE
@@ -58,20 +60,22 @@ def encode_prompts(
     and for SDXL (``unet``: its config says which) the micro-conditioning of the image's size and of the hires pass's
     (``factor``: the VAE's)."""
     skip = {"clip_skip": params.clip_skip} if params.clip_skip != 1 else {}  # wrapped encode_pair: no kwargs
+    parts = composable_parts(params.prompt)
     cond: Cond
-    if is_composable(params.prompt):
-        cond, uncond = _encode_parts(prompts, params, skip)
-    else:
-        cond, uncond = prompts.encode_pair(params.prompt, params.negative_prompt, **skip)
+    if len(parts) > 1 or parts[0].weight != 1.0:
+        cond, uncond = _encode_parts(prompts, parts, params, skip)
+    else:  # one part: its text (A1111 drops a trailing ":1" and whitespace too), plain CFG
+        cond, uncond = prompts.encode_pair(parts[0].text, params.negative_prompt, **skip)
+    text = parts[0].text
     schedule, hires = None, None
-    if isinstance(cond, TextConditioning) and len(prompt_schedule(params.prompt, params.steps)) >= 2:
-        first = prompts.encode_schedule(params.prompt, params.steps)
+    if isinstance(cond, TextConditioning) and len(prompt_schedule(text, params.steps)) >= 2:
+        first = prompts.encode_schedule(text, params.steps)
         if conditioned or family == "sdxl" or params.hires is not None:
             raise NotImplementedError(
                 "prompt: prompt editing ([a:b:0.5]) works in SD1/SD2 txt2img without hires fix only for now"
             )
         chunks = max(first[0][1].embeds.shape[1], uncond.embeds.shape[1]) // 77
-        schedule = prompts.encode_schedule(params.prompt, params.steps, chunks=chunks, **skip)
+        schedule = prompts.encode_schedule(text, params.steps, chunks=chunks, **skip)
         uncond = prompts.encode(params.negative_prompt, chunks, **skip)
     if family == "sdxl":  # micro-conditioning time_ids (base: sizes, refiner: aesthetic score)
         if params.hires is not None:  # the second pass is conditioned on its own size
@@ -82,18 +86,39 @@ def encode_prompts(
 
 
 def _encode_parts(
-    prompts: Any, params: GenerationParameters, skip: dict[str, int]
+    prompts: Any, parts: list[Part], params: GenerationParameters, skip: dict[str, int]
 ) -> tuple[Composed, TextConditioning]:
-    """The ``AND`` parts of the prompt, each encoded on its own (all with one chunk count, so they batch), with
-    their weights; the negative prompt as plain text. Prompt editing inside the parts is not supported yet."""
-    parts = composable_parts(params.prompt)
+    """The ``AND`` parts of the prompt, each encoded on its own, with their weights; the negative prompt as plain
+    text. As A1111's ``stack_conds``, a part with fewer chunks than the longest is padded by repeating its last token
+    vector; then every part and the negative get empty chunks up to the longer of the two, as plain prompts do."""
     if is_capturing(prompts):  # its maps keep one cond per image and the tokens of one prompt
         raise NotImplementedError("capture_attention does not read AND prompts yet: capture each part on its own")
+    check_int("AND parts x batch_size", len(parts) * params.batch_size, maximum=MAX_BATCH_SIZE, bound="MAX_BATCH_SIZE")
+    check_area(params.width, params.height, len(parts) * params.batch_size)  # the UNet runs parts x batch images
     if any(len(prompt_schedule(part.text, params.steps)) >= 2 for part in parts):
         raise NotImplementedError("prompt: prompt editing ([a:b:0.5]) inside AND parts is not supported yet")
-    chunks = max(prompts.chunks(text) for text in [*(part.text for part in parts), params.negative_prompt])
-    pairs = [prompts.encode_pair(part.text, params.negative_prompt, chunks=chunks, **skip) for part in parts]
-    return Composed.of([c for c, _ in pairs], [part.weight for part in parts]), pairs[0][1]
+    conds = [prompts.encode(part.text, **skip) for part in parts]
+    tokens = max(c.embeds.shape[1] for c in conds)
+    conds = [_repeat_last_token(c, tokens) for c in conds]
+    chunks = max(tokens // _CHUNK, prompts.chunks(params.negative_prompt))
+    if chunks * _CHUNK > tokens:  # the empty chunks a plain prompt gets to match a longer negative
+        empty = prompts.encode("", 1, **skip).embeds
+        pad = empty.repeat(1, chunks - tokens // _CHUNK, 1)
+        conds = [TextConditioning(torch.cat([c.embeds, pad.to(c.embeds)], 1), c.pooled, c.extra) for c in conds]
+    _, uncond = prompts.encode_pair(parts[0].text, params.negative_prompt, chunks=chunks, **skip)
+    return Composed.of(conds, [part.weight for part in parts]), uncond
+
+
+_CHUNK = CHUNK_TOKENS + 2  # CLIP positions per chunk: BOS, 75 tokens, EOS
+
+
+def _repeat_last_token(cond: TextConditioning, tokens: int) -> TextConditioning:
+    """``cond`` padded to ``tokens`` by repeating its last token vector (A1111's ``stack_conds``)."""
+    missing = tokens - cond.embeds.shape[1]
+    if missing == 0:
+        return cond
+    last = cond.embeds[:, -1:].expand(-1, missing, -1)
+    return TextConditioning(torch.cat([cond.embeds, last], 1), cond.pooled, cond.extra)
 
 
 def _with_time_ids(unet: Any, cond: Cond, uncond: TextConditioning, width: int, height: int) -> tuple[Cond, Any]:

@@ -303,7 +303,8 @@ def hires_fix(
         raise ValueError("hires_fix: prompt editing needs a hires_cond for the second pass (one TextConditioning)")
     guided = CFG(denoiser, c.repeat(batch_size), u.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
     # A1111's second pass is img2img over a longer schedule whose tail this is; its Brownian trees span that
-    # schedule, from the model's sigma_max (where the first pass starts too) down to the tail's last positive sigma.
+    # schedule, from its top (taken as the first pass's: equal for karras, normal, exponential, sgm_uniform; schedules
+    # whose top moves with the step count, A1111's "DDIM" spacing, differ) down to the tail's last positive sigma.
     span = torch.cat([sigmas[:1].to(tail), tail])
     for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise.for_sampler(sampler, span)):
         if on_step is not None:

@@ -57,6 +57,7 @@ def refine(
     seed: int | SeedSpec = 0,
     on_step: Callable[[Step], None] | None = None,
     noise: ImageNoise | None = None,
+    schedule: Float[Tensor, " m"] | None = None,
 ) -> Latents:
     """Finish ``latents`` along ``sigmas`` with (usually) the refiner.
 
@@ -64,7 +65,9 @@ def refine(
     they are; pass the base's ``noise`` so stochastic samplers keep drawing from its generators, as one A1111
     run does (without it the step noise restarts after the seed's starting noise). Plain img2img: clean latents
     (``sigma`` None, e.g. ``vae.encode(image)``) are first noised to ``sigmas[0]`` with the seed's noise.
-    ``cond``/``uncond`` carry the refiner's ``time_ids``.
+    ``cond``/``uncond`` carry the refiner's ``time_ids``. ``schedule``: the whole schedule ``sigmas`` were cut
+    from, which a DPM++ SDE sampler's Brownian trees span as in A1111 (default ``sigmas``; a handoff's ``noise``
+    keeps the base's trees).
     """
     x = latents.tensor
     b = x.shape[0]
@@ -79,7 +82,7 @@ def refine(
     # 2. The refiner under CFG, with its own conditioning, walks the rest of the schedule.
     guided = CFG(denoiser, cond.repeat(b), uncond.repeat(b), cfg_scale)
     noise = noise_sampler_for(seed, x) if noise is None else noise.to(x.device, x.dtype)
-    step_noise = noise.for_sampler(sampler, sigmas)  # the base's Brownian trees, when it made them
+    step_noise = noise.for_sampler(sampler, sigmas if schedule is None else schedule)  # or the base's trees
     steps = samplers.steps(sampler, guided, x, sigmas.to(x.device), noise_sampler=step_noise)
     for step in steps:
         if on_step is not None:

@@ -37,7 +37,7 @@ from sdkit.noise import ImageNoise
 from sdkit.recipes import txt2img
 from sdkit.refiner import refine, split_sigmas
 from sdkit.strength import strength_sigmas
-from sdkit.text.composable import refuse_composable
+from sdkit.text.composable import plain_text
 from sdkit.trace import Trace
 from sdkit.types import Sampler
 
@@ -123,8 +123,8 @@ def generate_refined(
     noise.for_sampler(sampler_fn, sigmas)  # a DPM++ SDE sampler's Brownian trees span the whole run (A1111's)
     with torch.no_grad():
         # 1. The base: pure noise -> latents still noisy at head[-1].
-        refuse_composable(params.prompt, "the SDXL refiner")
-        cond, uncond = base.prompts.encode_pair(params.prompt, params.negative_prompt)
+        text = plain_text(params.prompt, "the SDXL refiner")
+        cond, uncond = base.prompts.encode_pair(text, params.negative_prompt)
         cond, uncond = add_time_ids(base.unet, cond, uncond, w, h, micro)
         latents = txt2img(
             base.denoiser,
@@ -147,7 +147,7 @@ def generate_refined(
         if offload_base:
             move(base, "cpu")
         # 2. The refiner: its own text encoder and aesthetic-score conditioning, the same latents and sigmas.
-        r_cond, r_uncond = refiner.prompts.encode_pair(params.prompt, params.negative_prompt)
+        r_cond, r_uncond = refiner.prompts.encode_pair(text, params.negative_prompt)
         r_cond, r_uncond = add_time_ids(refiner.unet, r_cond, r_uncond, w, h, refiner_micro)
         latents = refine(
             refiner.denoiser,
@@ -189,8 +189,7 @@ def refine_image(
     _, _, sigmas = refiner.parameters(prompt, negative_prompt, steps=steps, schedule=schedule)
     tail = strength_sigmas(sigmas, strength)
     w, h = image.size
-    refuse_composable(prompt, "the SDXL refiner")
-    cond, uncond = refiner.prompts.encode_pair(prompt, negative_prompt)
+    cond, uncond = refiner.prompts.encode_pair(plain_text(prompt, "the SDXL refiner"), negative_prompt)
     cond, uncond = add_time_ids(refiner.unet, cond, uncond, w, h, micro)
     latents = refiner.vae.encode(image)
     latents = latents.with_tensor(latents.tensor.to(refiner.device, refiner.dtype))
@@ -204,4 +203,5 @@ def refine_image(
             sampler=sampler,
             cfg_scale=refiner.defaults.cfg if cfg is None else cfg,
             seed=seed,
+            schedule=sigmas,
         )

@@ -29,7 +29,7 @@ from sdkit import samplers
 from sdkit.latents import Latents
 from sdkit.metadata import GenerationParameters
 from sdkit.noise import ImageNoise
-from sdkit.text.composable import refuse_composable
+from sdkit.text.composable import plain_text
 from sdkit.types import ConditionalDenoiser, Sampler, TextConditioning
 from sdkit.viz.grid import Grid
 
@@ -147,9 +147,8 @@ def run_batch(kit: Any, cells: list[Cell], model: ConditionalDenoiser | None = N
     sigmas = first.sigmas.to(kit.device)
     noise = ImageNoise(shape, seeds, factor=space.factor, device=kit.device, dtype=kit.dtype)
     x = noise.first() * sigmas[0].to(kit.dtype)
-    for c in cells:
-        refuse_composable(c.params.prompt, "sweeps")
-    pairs = [kit.prompts.encode_pair(c.params.prompt, c.params.negative_prompt) for c in cells]
+    texts = [plain_text(c.params.prompt, "sweeps") for c in cells]
+    pairs = [kit.prompts.encode_pair(text, c.params.negative_prompt) for text, c in zip(texts, cells, strict=True)]
     if kit.family == "sdxl":  # the same micro-conditioning Kit.generate attaches
         from sdkit.micro_conditioning import add_time_ids
 

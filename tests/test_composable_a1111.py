@@ -98,6 +98,7 @@ def test_parts_by_hand():
     ]
     assert composable_parts("photo in 16:9") == [Part("photo in 16", 9.0)]
     assert not is_composable("a cat") and not is_composable("a cat :1") and not is_composable("ANDROID")
+    assert composable_parts("a cat :1") == [Part("a cat", 1.0)]  # one part of weight 1: plain CFG on "a cat"
     assert is_composable("a cat AND") and is_composable("a cat :0.5")
 
 
@@ -180,17 +181,54 @@ def test_img2img_inpaint_and_hires_compose(tiny_sd1_kit):
     mask = np.zeros((64, 64), bool)
     mask[16:40, 16:40] = True
     inpainted = kit.generate(prompt, init_image=gradient_image(), mask=mask, **common)
-    hires = kit.generate(prompt, width=32, height=32, hires=dict(scale=1.5, steps=2, denoising_strength=0.5), **common)
+    hires_args = dict(width=32, height=32, hires=dict(scale=1.5, steps=2, denoising_strength=0.5), **common)
+    hires = kit.generate(prompt, **hires_args)
     assert len(img.images) == len(inpainted.images) == 2 and hires.images[0].size == (48, 48)
+    # both passes compose: a weight-0 second part is the first part alone, at the hires size too
+    zeroed, alone = kit.generate(prompt + " :0", **hires_args), kit.generate("a red circle", **hires_args)
+    torch.testing.assert_close(zeroed.latents.tensor, alone.latents.tensor, rtol=1e-5, atol=1e-5)
+    assert (hires.latents.tensor - alone.latents.tensor).abs().max() > 1e-3
     assert not torch.equal(img.latents.tensor, plain.latents.tensor)
     keep = prepare_mask(mask, blur=4.0)[0, 0].numpy() == 0  # outside the (blurred) mask: the original, pasted back
     assert np.array_equal(np.asarray(inpainted.images[1])[keep], np.asarray(gradient_image())[keep])
 
 
+def test_a_trailing_colon_one_is_dropped_from_the_text_as_in_a1111(tiny_sd1_kit):
+    """A1111 always splits off the weight: ``aspect ratio 1:1`` is the text ``aspect ratio 1`` at weight 1."""
+    common = dict(seed=2, steps=3, sampler="euler", width=32, height=32)
+    a = tiny_sd1_kit.generate("a red circle, aspect ratio 1:1", **common)
+    b = tiny_sd1_kit.generate("a red circle, aspect ratio 1", **common)
+    assert torch.equal(a.latents.tensor, b.latents.tensor) and "aspect ratio 1:1" in a.infotext
+
+
+def test_parts_of_different_lengths_pad_as_a1111s_stack_conds(tiny_sd1_kit):
+    """A 2-chunk part AND a 1-chunk part: A1111 repeats the shorter part's last token vector (``stack_conds``);
+    with a 2-chunk negative no cond/uncond padding enters."""
+    kit, seed = tiny_sd1_kit, 6
+    long_part = ", ".join(["a red circle"] * 30)  # > 75 tokens: two chunks
+    prompt, negative = f"{long_part} AND a blue square :0.8", ", ".join(["blurry"] * 50)
+    assert kit.prompts.chunks(long_part) == 2 == kit.prompts.chunks(negative)
+    gen = kit.generate(prompt, negative, seed=seed, steps=3, cfg=5.0, sampler="euler", width=32, height=32)
+    first, second = kit.prompts.encode(long_part), kit.prompts.encode(" a blue square")
+    last = second.embeds[:, -1:].expand(-1, first.embeds.shape[1] - second.embeds.shape[1], -1)
+    stacked = TextConditioning(torch.cat([second.embeds, last], 1))
+    model = A1111CFGDenoiser(kit.denoiser, [first, stacked], [1.0, 0.8], kit.prompts.encode(negative), 5.0)
+    _, _, sigmas = kit.parameters(prompt, steps=3, sampler="euler", width=32, height=32)
+    expected = K.sample_euler(model, randn([seed], (4, 4, 4)) * sigmas[0], sigmas, disable=True)
+    torch.testing.assert_close(gen.latents.tensor, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_many_parts_count_against_the_batch_limit(tiny_sd1_kit):
+    with pytest.raises(ValueError, match="AND parts x batch_size"):
+        tiny_sd1_kit.generate(" AND ".join(["x"] * 33), seed=1, steps=2, width=32, height=32, batch_size=2)
+
+
 def test_unsupported_places_say_so(tiny_sd1_kit):
     with pytest.raises(NotImplementedError, match="prompt editing"):
         tiny_sd1_kit.generate("a [cat:dog:0.5] AND a hat", seed=1, steps=3, width=32, height=32)
-    with capture_attention(tiny_sd1_kit), pytest.raises(NotImplementedError, match="capture_attention"):
-        tiny_sd1_kit.generate("a cat AND a hat", seed=1, steps=3, width=32, height=32)
+    for cond_only in (None, True):
+        with capture_attention(tiny_sd1_kit, cond_only=cond_only), pytest.raises(NotImplementedError, match="capture"):
+            tiny_sd1_kit.generate("a cat AND a hat", seed=1, steps=3, width=32, height=32)
+    tiny_sd1_kit.generate("a cat AND a hat", seed=1, steps=2, width=32, height=32)  # after the block: composes
     with pytest.raises(NotImplementedError, match="sweeps"):
         sweep(tiny_sd1_kit, "a cat AND a dog", x=("cfg", [3.0, 6.0]), steps=2, width=32, height=32)

@@ -150,12 +150,19 @@ def test_load_controlnet_folder_file_and_refusals(kit_with_controlnets, tmp_path
 
 
 def test_controlnet_under_an_and_prompt(kit_with_controlnets):
-    """The ControlNet sees every AND part's rows: a second part of weight 0 leaves the controlled image as it was."""
+    """The ControlNet sees every AND part's rows with each image's own control: the same part twice at weight 0.5 is
+    the plain prompt (a part's rows without the control, or with another image's, would differ), and a weight-0
+    second part adds nothing."""
     _, kit = kit_with_controlnets
+    controls = [gradient_image(), gradient_image(seed=3).transpose(0)]  # one control image per image of the batch
     common = dict(seed=8, steps=3, width=64, height=64, batch_size=2, sampler="euler",
-                  control=("controlnet_depth", gradient_image(), 0.9))  # fmt: skip
+                  control=("controlnet_depth", controls, 0.9))  # fmt: skip
     plain = kit.generate(PROMPT, **common)
+    halves = kit.generate(f"{PROMPT} :0.5 AND {PROMPT} :0.5", **common)
     zeroed = kit.generate(f"{PROMPT} AND a green triangle :0", **common)
     both = kit.generate(f"{PROMPT} AND a green triangle", **common)
+    torch.testing.assert_close(halves.latents.tensor, plain.latents.tensor, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(zeroed.latents.tensor, plain.latents.tensor, rtol=1e-5, atol=1e-5)
     assert (both.latents.tensor - plain.latents.tensor).abs().max() > 1e-3
+    shared = kit.generate(PROMPT, **{**common, "control": ("controlnet_depth", controls[0], 0.9)})
+    assert (shared.latents.tensor[1] - plain.latents.tensor[1]).abs().max() > 1e-3  # the second control mattered

@@ -249,3 +249,22 @@ def test_and_prompts_compose_on_the_base_and_are_refused_by_the_refiner(kits) ->
     assert (both.latents.tensor - alone.latents.tensor).abs().max() > 1e-3
     with pytest.raises(NotImplementedError, match="SDXL refiner"):
         sdxl.generate_refined(base, refiner, "a cat AND a dog", **args)
+
+
+def test_refine_image_spans_its_trees_over_the_whole_schedule(kits, monkeypatch) -> None:
+    """Plain img2img with the refiner, as A1111's img2img: the trees span the schedule before strength cuts it."""
+    from sdkit.brownian import BrownianNoise
+
+    refiner = kits[1]
+    spans: list[tuple[float, float]] = []
+    original = BrownianNoise.__init__
+
+    def recording(self, seeds, shape, sigma_min, sigma_max, **options):
+        spans.append((sigma_min, sigma_max))
+        original(self, seeds, shape, sigma_min, sigma_max, **options)
+
+    monkeypatch.setattr(BrownianNoise, "__init__", recording)
+    image = Image(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    sdxl.refine_image(refiner, image, "a cat", strength=0.3, steps=6, seed=3, sampler="dpmpp_sde")
+    _, _, sigmas = refiner.parameters("a cat", steps=6)
+    assert spans == [pytest.approx((float(sigmas[-2]), float(sigmas[0])))]

@@ -71,16 +71,19 @@ def _finite_weight(text: str) -> float:
 
 def is_composable(prompt: str) -> bool:
     """Whether ``prompt`` needs composable guidance: several ``AND`` parts, or one part with a weight other than 1
-    (otherwise it is encoded as written, and guidance is plain CFG)."""
+    (otherwise guidance is plain CFG on its one part's text, ``plain_text``)."""
     parts = composable_parts(prompt)
     return len(parts) > 1 or parts[0].weight != 1.0
 
 
-def refuse_composable(prompt: str, where: str) -> None:
-    """Raise ``NotImplementedError`` for a composable prompt where only ``Kit.generate`` and the recipes compose
-    (rather than encoding ``AND`` and the weight as plain text without a word)."""
-    if is_composable(prompt):
+def plain_text(prompt: str, where: str) -> str:
+    """The text to encode for a prompt that guides as one part of weight 1, as A1111 encodes it (a trailing
+    ``:1`` and whitespace dropped); ``NotImplementedError`` for a composable prompt in ``where``, a place that
+    does not compose yet (rather than encoding ``AND`` and a weight as plain text without a word)."""
+    parts = composable_parts(prompt)
+    if len(parts) > 1 or parts[0].weight != 1.0:
         raise NotImplementedError(
             f"prompt: AND parts and a trailing :weight (A1111's composable diffusion) work in Kit.generate, not yet "
             f"in {where}; remove them (as in A1111, a prompt ending in ':number' takes the number as its weight)"
         )
+    return parts[0].text
