@@ -177,14 +177,15 @@ def run_recipe(
     sampler: Sampler | str,
     sigmas: Tensor,
     hires_sigmas: Tensor | None,
+    hires_schedule: Tensor | None = None,
     conditioning: Conditioning | None,
     device: torch.device,
     dtype: torch.dtype,
     hooks: StepHooks,
 ) -> tuple[Latents | None, Image]:
     """Run the recipe the request calls for: with image inputs the one ``conditioning`` picks; with
-    ``params.hires`` the hires fix (``hires_sigmas``: its second pass); otherwise text to image. Returns the final
-    latents (None after an inpainting paste-back) and the pixels."""
+    ``params.hires`` the hires fix (``hires_sigmas``: its second pass, the tail of ``hires_schedule``); otherwise
+    text to image. Returns the final latents (None after an inpainting paste-back) and the pixels."""
     p = prompts.to(device, dtype)
     if conditioning is not None:
         latents, image = conditioning.run(
@@ -201,8 +202,9 @@ def run_recipe(
     if hires_sigmas is not None:
         assert params.hires is not None
         latents = hires_fix(
-            denoiser, vae, p.cond, p.uncond, hires_sigmas=hires_sigmas, hires=params.hires, hires_cond=p.hires, **common
-        )
+            denoiser, vae, p.cond, p.uncond, hires_sigmas=hires_sigmas, hires=params.hires, hires_cond=p.hires,
+            hires_schedule=hires_schedule, **common,
+        )  # fmt: skip
     else:
         cond = p.cond if p.schedule is None else p.schedule
         latents = txt2img(denoiser, space, cond, p.uncond, on_prompt=hooks.on_prompt, **common)

@@ -188,6 +188,13 @@ def upscale(latents: Latents, vae: VAE, hires: HiresFix, width: int, height: int
     return Latents(z, latents.space)
 
 
+def hires_schedule(make: Callable[[int], Tensor], steps: int, strength: float) -> Float[Tensor, " n1"]:
+    """The longer schedule whose tail the second pass runs (``hires_sigmas``): ``make(int(steps / strength))``, or
+    ``make(steps)`` at strength 0 or 1. A1111 spans a DPM++ SDE sampler's Brownian trees over all of it."""
+    strength = check_strength(strength)
+    return make(int(steps / strength)) if 0.0 < strength < 1.0 else make(steps)
+
+
 def hires_sigmas(make: Callable[[int], Tensor], steps: int, strength: float) -> Float[Tensor, " m"]:
     """The second pass's sigmas: the last ``steps`` steps of ``make(int(steps / strength))``, ``make(n)`` giving a
     schedule of ``n`` steps (e.g. ``lambda n: sdkit.schedules.make_sigmas("karras", n, model)``); empty at

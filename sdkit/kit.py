@@ -250,15 +250,17 @@ class Kit:
             factor=factor, conditioned=conditioning is not None,
         )  # fmt: skip
         recorder = start_trace(trace, self.vae.space)
-        tail = hires_tail(params, self.denoiser.schedule, self.family) if params.hires is not None else None
+        tail, whole = (
+            hires_tail(params, self.denoiser.schedule, self.family) if params.hires is not None else (None, None)
+        )
         bar = _progress_bar(params.steps + (0 if tail is None else max(len(tail) - 1, 0))) if progress else None
         # an interrupt (KeyboardInterrupt in a notebook) or error mid-run leaves no state behind: the models are
         # only read, no_grad and the progress bar are closed on the way out
         with torch.no_grad(), StepHooks(self.device, recorder, bar) as hooks:
             latents, image = run_recipe(
                 self.denoiser, self.vae, self.latent_space or self.vae.space, prompts, params, sampler=sampler_fn,
-                sigmas=sigmas, hires_sigmas=tail, conditioning=conditioning, device=self.device, dtype=self.dtype,
-                hooks=hooks,
+                sigmas=sigmas, hires_sigmas=tail, hires_schedule=whole, conditioning=conditioning, device=self.device,
+                dtype=self.dtype, hooks=hooks,
             )  # fmt: skip
         notes = [self.vae.last_decode_note] if self.vae.last_decode_note else []
         return Generation(

@@ -266,6 +266,7 @@ def hires_fix(
     hires_sigmas: Float[Tensor, " m"],
     hires: HiresFix | None = None,
     hires_cond: tuple[Cond, TextConditioning] | None = None,
+    hires_schedule: Float[Tensor, " k"] | None = None,
     sampler: str | Sampler = "euler",
     cfg_scale: float = 7.5,
     seed: int | SeedSpec = 0,
@@ -302,10 +303,10 @@ def hires_fix(
     if not isinstance(c, (TextConditioning, Composed)):
         raise ValueError("hires_fix: prompt editing needs a hires_cond for the second pass (one TextConditioning)")
     guided = CFG(denoiser, c.repeat(batch_size), u.repeat(batch_size), cfg_scale, on_parts=on_cfg_parts)
-    # A1111's second pass is img2img over a longer schedule whose tail this is; its Brownian trees span that
-    # schedule, from its top (taken as the first pass's: equal for karras, normal, exponential, sgm_uniform; schedules
-    # whose top moves with the step count, A1111's "DDIM" spacing, differ) down to the tail's last positive sigma.
-    span = torch.cat([sigmas[:1].to(tail), tail])
+    # A1111's second pass is img2img over a longer schedule whose tail this is (``hires_schedule``); its Brownian
+    # trees span that schedule. Without it, its top is taken as the first pass's (equal for karras, normal,
+    # exponential, sgm_uniform; not for spacings whose top moves with the step count, such as A1111's "DDIM").
+    span = hires_schedule.to(tail) if hires_schedule is not None else torch.cat([sigmas[:1].to(tail), tail])
     for step in samplers.steps(sampler, guided, x, tail, noise_sampler=noise.for_sampler(sampler, span)):
         if on_step is not None:
             on_step(step)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from sdkit.denoisers import DiscreteSchedule
 from sdkit.families import FamilyDefaults
-from sdkit.hires import HiresFix, check_hires, hires_sigmas
+from sdkit.hires import HiresFix, check_hires, hires_schedule, hires_sigmas
 from sdkit.limits import check_area, check_batch_size, check_bool, check_int, check_number, check_size, check_steps
 from sdkit.metadata import GenerationParameters
 from sdkit.noise import SeedSpec, check_seed, resolve_seed
@@ -161,14 +161,15 @@ def check_clip_skip(clip_skip: int, prompts: Any, family: str) -> int:
     return clip_skip
 
 
-def hires_tail(params: GenerationParameters, model_schedule: DiscreteSchedule, family: str) -> Tensor:
-    """The hires pass's sigmas: the tail of a longer schedule, as A1111 (``sdkit.hires.hires_sigmas``)."""
+def hires_tail(params: GenerationParameters, model_schedule: DiscreteSchedule, family: str) -> tuple[Tensor, Tensor]:
+    """The hires pass's sigmas, the tail of a longer schedule as in A1111 (``sdkit.hires.hires_sigmas``), and that
+    longer schedule (``hires_schedule``: what a DPM++ SDE sampler's Brownian trees span)."""
     from sdkit.schedules import make_sigmas
 
     assert params.hires is not None
-    steps = params.hires.steps or params.steps
-    return hires_sigmas(
-        lambda n: make_sigmas(params.schedule, n, model_schedule, family=family),
-        steps,
-        params.hires.denoising_strength,
-    )
+    steps, strength = params.hires.steps or params.steps, params.hires.denoising_strength
+
+    def make(n: int) -> Tensor:
+        return make_sigmas(params.schedule, n, model_schedule, family=family)
+
+    return hires_sigmas(make, steps, strength), hires_schedule(make, steps, strength)

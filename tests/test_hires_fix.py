@@ -15,7 +15,7 @@ from sampler_fixtures import a1111_sde_run
 from sdkit import metadata
 from sdkit.cli import main
 from sdkit.guidance import CFG
-from sdkit.hires import HiresFix, hires_sigmas
+from sdkit.hires import HiresFix, hires_schedule, hires_sigmas
 from sdkit.image import Image
 from sdkit.latents import Latents
 from sdkit.schedules import make_sigmas
@@ -81,7 +81,9 @@ def test_hires_sigmas_are_a1111s_tail(tiny_sd1_kit, steps, strength):
     assert len(tail) == steps + 1  # the second pass runs exactly the hires steps
 
 
-def _second_pass_oracle(kit, prompt, low: torch.Tensor, *, seed, steps, strength, mode, antialias, cfg, sampler):
+def _second_pass_oracle(
+    kit, prompt, low: torch.Tensor, *, seed, steps, strength, mode, antialias, cfg, sampler, schedule="normal"
+):
     """A1111's sample_hr_pass on the tiny model: interpolate, fresh noise from generator(seed) over the new shape,
     x = z + noise * sigmas[0], then k-diffusion's sampler; ancestral step noise continues the same generator."""
     cond, uncond = kit.prompts.encode_pair(prompt, "")
@@ -89,7 +91,7 @@ def _second_pass_oracle(kit, prompt, low: torch.Tensor, *, seed, steps, strength
     z = torch.nn.functional.interpolate(low, size=(h, w), mode=mode, antialias=antialias)
 
     def make(n: int) -> torch.Tensor:
-        return make_sigmas("normal", n, kit.denoiser.schedule)
+        return make_sigmas(schedule, n, kit.denoiser.schedule)
 
     tail = a1111_hires_tail(make, steps, strength)
     gen = torch.Generator().manual_seed(seed)
@@ -122,6 +124,33 @@ def test_latent_hires_matches_a1111s_second_pass(tiny_sd1_kit, upscaler, sampler
     assert gen.images[0].size == (48, 72)
     info = gen.infotext
     assert f"Denoising strength: 0.6, Hires upscale: 1.5, Hires steps: 3, Hires upscaler: {upscaler}" in info
+
+
+@pytest.mark.parametrize("schedule", ["leading"])
+def test_dpmpp_sde_hires_spans_the_longer_schedule_whose_top_moves(tiny_sd1_kit, schedule):
+    """Spacings whose top sigma depends on the step count: the second pass's trees span the longer schedule's top
+    (A1111's setup_img2img_steps), not the first pass's."""
+    seed, steps, strength = 11, 3, 0.4
+    args = dict(seed=seed, steps=4, cfg=6.0, sampler="dpmpp_sde", schedule=schedule, width=32, height=32)
+    longer = make_sigmas(schedule, int(steps / strength), tiny_sd1_kit.denoiser.schedule)
+    first = make_sigmas(schedule, 4, tiny_sd1_kit.denoiser.schedule)
+    assert abs(float(longer.max()) - float(first.max())) > 0.1  # the two tops differ: the span matters here
+    low = tiny_sd1_kit.generate("a red circle", **args).latents.tensor
+    gen = tiny_sd1_kit.generate("a red circle", **args, hires=dict(scale=1.5, steps=steps, denoising_strength=strength))
+    expected = _second_pass_oracle(
+        tiny_sd1_kit, "a red circle", low, seed=seed, steps=steps, strength=strength, mode="bilinear", antialias=False,
+        cfg=6.0, sampler="dpmpp_sde", schedule=schedule,
+    )  # fmt: skip
+    torch.testing.assert_close(gen.latents.tensor, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("strength", [0.05, 0.3, 0.7, 1.0])
+def test_hires_sigmas_are_the_tail_of_hires_schedule(tiny_sd1_kit, strength):
+    def make(n: int) -> torch.Tensor:
+        return make_sigmas("ddim_uniform", n, tiny_sd1_kit.denoiser.schedule)
+
+    whole, tail = hires_schedule(make, 5, strength), hires_sigmas(make, 5, strength)
+    assert len(tail) == 6 and torch.equal(whole[-6:], tail)
 
 
 @pytest.mark.parametrize(
