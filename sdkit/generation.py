@@ -24,7 +24,7 @@ from sdkit.limits import MAX_BATCH_SIZE, check_area, check_int
 from sdkit.metadata import GenerationParameters
 from sdkit.micro_conditioning import add_time_ids
 from sdkit.recipes import hires_fix, txt2img
-from sdkit.text.composable import Part, composable_parts
+from sdkit.text.composable import Part, composable_parts, composes
 from sdkit.text.prompt_syntax import prompt_schedule
 from sdkit.text.tokenizer import CHUNK_TOKENS
 from sdkit.trace import Trace
@@ -62,7 +62,7 @@ def encode_prompts(
     skip = {"clip_skip": params.clip_skip} if params.clip_skip != 1 else {}  # wrapped encode_pair: no kwargs
     parts = composable_parts(params.prompt)
     cond: Cond
-    if len(parts) > 1 or parts[0].weight != 1.0:
+    if composes(parts):
         cond, uncond = _encode_parts(prompts, parts, params, skip)
     else:  # one part: its text (A1111 drops a trailing ":1" and whitespace too), plain CFG
         cond, uncond = prompts.encode_pair(parts[0].text, params.negative_prompt, **skip)
@@ -125,8 +125,8 @@ def _with_time_ids(unet: Any, cond: Cond, uncond: TextConditioning, width: int, 
     """SDXL's micro-conditioning on a prompt pair; on every part of a composed prompt."""
     if not isinstance(cond, Composed):
         return add_time_ids(unet, cond, uncond, width, height)
-    _, uncond_with_ids = add_time_ids(unet, cond.parts[0], uncond, width, height)
-    return cond.map(lambda part: add_time_ids(unet, part, uncond, width, height)[0]), uncond_with_ids
+    pairs = [add_time_ids(unet, part, uncond, width, height) for part in cond.parts]  # each pair's uncond is the same
+    return Composed.of([c for c, _ in pairs], cond.weights), pairs[0][1]
 
 
 # ------------------------------------------------------------------------------------------------- steps

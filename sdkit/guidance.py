@@ -73,10 +73,6 @@ class Composed:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Composed:
         return Composed(tuple(p.to(device, dtype) for p in self.parts), self.weights)
 
-    def map(self, fn: Callable[[TextConditioning], TextConditioning]) -> Composed:
-        """The same weights with ``fn`` applied to every part (e.g. SDXL's micro-conditioning)."""
-        return Composed(tuple(fn(p) for p in self.parts), self.weights)
-
 
 Cond = TextConditioning | Composed
 """What CFG guides with: one prompt's conditioning, or the parts of an ``AND`` prompt."""

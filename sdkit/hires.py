@@ -46,7 +46,7 @@ from torch import Tensor
 from sdkit.image import Image
 from sdkit.latents import Latents
 from sdkit.limits import MAX_STEPS, check_area, check_int, check_number
-from sdkit.strength import check_strength, strength_sigmas
+from sdkit.strength import check_strength, longer_schedule, strength_sigmas
 from sdkit.vae import VAE
 
 LATENT_UPSCALERS: dict[str, tuple[str, bool]] = {
@@ -191,8 +191,7 @@ def upscale(latents: Latents, vae: VAE, hires: HiresFix, width: int, height: int
 def hires_schedule(make: Callable[[int], Tensor], steps: int, strength: float) -> Float[Tensor, " n1"]:
     """The longer schedule whose tail the second pass runs (``hires_sigmas``): ``make(int(steps / strength))``, or
     ``make(steps)`` at strength 0 or 1. A1111 spans a DPM++ SDE sampler's Brownian trees over all of it."""
-    strength = check_strength(strength)
-    return make(int(steps / strength)) if 0.0 < strength < 1.0 else make(steps)
+    return longer_schedule(make(steps), check_strength(strength), make)
 
 
 def hires_sigmas(make: Callable[[int], Tensor], steps: int, strength: float) -> Float[Tensor, " m"]:

@@ -32,9 +32,9 @@ import torch
 from torch import Tensor
 
 from sdkit import limits
+from sdkit.brownian import BrownianNoise, sigma_range, uses_brownian_noise
 
 if TYPE_CHECKING:
-    from sdkit.brownian import BrownianNoise
     from sdkit.types import NoiseSampler
 
 SEED_LIMIT = 2**64
@@ -300,8 +300,6 @@ class ImageNoise:
         ``sigmas``: the run's whole schedule (for img2img the one before strength cuts its tail). The first tree is
         kept, so a refiner that continues the run with the same ``ImageNoise`` walks the same Brownian motion: make
         that first call with the whole schedule."""
-        from sdkit.brownian import BrownianNoise, sigma_range, uses_brownian_noise
-
         if not uses_brownian_noise(sampler):
             return self
         if self.brownian is None:

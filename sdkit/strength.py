@@ -82,15 +82,25 @@ def strength_sigmas(
     if strength == 0.0 or steps <= 0:
         return sigmas[:0]
     if mode == "comfy":
-        if not callable(rebuild):
-            raise ValueError("strength mode 'comfy' needs rebuild=(total_steps -> sigmas) to build the longer schedule")
-        if strength == 1.0:
-            return sigmas
-        total = int(steps / strength)
-        longer = rebuild(total)
-        if not isinstance(longer, Tensor) or longer.ndim != 1 or longer.shape[0] < steps + 1:
-            shape = tuple(longer.shape) if isinstance(longer, Tensor) else type(longer).__name__
-            raise ValueError(f"rebuild({total}) must return about {total + 1} sigmas, got {shape}")
-        return longer[-(steps + 1) :]
+        return longer_schedule(sigmas, strength, rebuild)[-(steps + 1) :]
     k = strength_steps(steps, strength, mode)
     return sigmas[steps - k :] if k else sigmas[:0]
+
+
+def longer_schedule(
+    sigmas: Float[Tensor, " n1"], strength: float, rebuild: Callable[[int], Tensor] | None
+) -> Float[Tensor, " k"]:
+    """The schedule whose last ``steps`` steps ``mode="comfy"`` runs (``steps`` those of ``sigmas``):
+    ``rebuild(int(steps / strength))``, or ``sigmas`` itself at strength 0 or 1 (or with no steps). A1111's hires
+    pass spans a DPM++ SDE sampler's Brownian trees over it (``sdkit.hires.hires_schedule``)."""
+    if not callable(rebuild):
+        raise ValueError("strength mode 'comfy' needs rebuild=(total_steps -> sigmas) to build the longer schedule")
+    steps = int(sigmas.shape[0]) - 1
+    if strength in (0.0, 1.0) or steps <= 0:
+        return sigmas
+    total = int(steps / strength)
+    longer = rebuild(total)
+    if not isinstance(longer, Tensor) or longer.ndim != 1 or longer.shape[0] < steps + 1:
+        shape = tuple(longer.shape) if isinstance(longer, Tensor) else type(longer).__name__
+        raise ValueError(f"rebuild({total}) must return about {total + 1} sigmas, got {shape}")
+    return longer

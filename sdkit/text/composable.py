@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from sdkit.text.prompt_syntax import MAX_PROMPT_CHARS
@@ -69,11 +70,15 @@ def _finite_weight(text: str) -> float:
     return value
 
 
-def is_composable(prompt: str) -> bool:
-    """Whether ``prompt`` needs composable guidance: several ``AND`` parts, or one part with a weight other than 1
-    (otherwise guidance is plain CFG on its one part's text, ``plain_text``)."""
-    parts = composable_parts(prompt)
+def composes(parts: Sequence[Part]) -> bool:
+    """Whether these parts need composable guidance: several of them, or one with a weight other than 1 (otherwise
+    guidance is plain CFG on the one part's text)."""
     return len(parts) > 1 or parts[0].weight != 1.0
+
+
+def is_composable(prompt: str) -> bool:
+    """Whether ``prompt`` needs composable guidance (``composes`` on its parts; otherwise see ``plain_text``)."""
+    return composes(composable_parts(prompt))
 
 
 def plain_text(prompt: str, where: str) -> str:
@@ -81,7 +86,7 @@ def plain_text(prompt: str, where: str) -> str:
     ``:1`` and whitespace dropped); ``NotImplementedError`` for a composable prompt in ``where``, a place that
     does not compose yet (rather than encoding ``AND`` and a weight as plain text without a word)."""
     parts = composable_parts(prompt)
-    if len(parts) > 1 or parts[0].weight != 1.0:
+    if composes(parts):
         raise NotImplementedError(
             f"prompt: AND parts and a trailing :weight (A1111's composable diffusion) work in Kit.generate, not yet "
             f"in {where}; remove them (as in A1111, a prompt ending in ':number' takes the number as its weight)"
